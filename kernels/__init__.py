@@ -1,0 +1,18 @@
+"""unist.kernels: Triton kernels (installed from the top-level kernels/ folder).
+
+varlen_attention: attention within packed variable-length segments (Triton FlashAttention-2 on CUDA,
+PyTorch backends elsewhere); see docs/kernels.md.
+"""
+from .backends import BackendUnavailable
+from .reference import check_varlen_inputs, varlen_attention_reference
+from .varlen_attention import BACKENDS, default_backend, triton_interpreting, varlen_attention
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "check_varlen_inputs",
+    "default_backend",
+    "triton_interpreting",
+    "varlen_attention",
+    "varlen_attention_reference",
+]

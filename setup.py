@@ -1,0 +1,40 @@
+"""unist: a spatio-temporal foundation model for grids, graphs and video.
+
+`kernels/` (our Triton kernels) ships inside the package as `unist.kernels`, so the wheel never
+claims the generic top-level name `kernels`.
+"""
+from setuptools import find_packages, setup
+
+packages = [p for p in find_packages(include=["unist", "unist.*"])]
+packages += ["unist.kernels"] + ["unist.kernels." + p for p in find_packages("kernels")]
+
+setup(
+    name="unist",
+    version="0.1.0",
+    description="Spatio-temporal foundation model over grids, graphs and video with Triton attention",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=packages,
+    package_dir={"unist.kernels": "kernels"},
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0; platform_system == 'Linux'",
+        "numpy>=1.24",
+        "einops>=0.7",
+        "deepspeed>=0.14",
+        "decord>=0.6; platform_machine == 'x86_64'",
+        "av>=12",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "scipy>=1.10",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "hypothesis>=6.80"],
+        # GPU-side extras: xformers has no CPU operator; torchvision's registry wheel is a CUDA build
+        # that does not import with the CPU torch (../shared/ENVIRONMENT.md).
+        "gpu": ["xformers>=0.0.28", "torchvision"],
+    },
+    entry_points={"console_scripts": ["unist-data=unist.data.__main__:main"]},
+)

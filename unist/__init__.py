@@ -1,0 +1,1 @@
+"""unist: one spatio-temporal foundation model for grids, graphs and video."""
