@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Triton runs only interpreted without a GPU, and the flag must be set before triton is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
