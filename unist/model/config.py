@@ -1,0 +1,202 @@
+"""`UniSTConfig`: every knob of the UniST model in typed, nested dataclasses.
+
+One config object describes the architecture (encoder, MAE decoder, MoE feed-forward), the patcher
+it tokenises with, and the training objectives (masked reconstruction, contrastive, diffusion) with
+their weights and masking strategies. `validate()` checks everything up front and raises a
+`ConfigError` that names the bad field and how to fix it, so a typo never trains a wrong model.
+Named sizes live in `unist.model.registry`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from unist.kernels import BACKENDS
+from unist.patching.patcher import PatcherConfig
+
+MASK_STRATEGIES: tuple[str, ...] = ("random", "tube", "block", "temporal")
+"""random: any tokens; tube: spatial patches over all time; block: a square spatial region over all
+time; temporal: the last (future) time patches, i.e. forecasting."""
+
+
+class ConfigError(ValueError):
+    """A bad model configuration: the message names the field and the fix."""
+
+
+@dataclass
+class MoEConfig:
+    """Mixture-of-experts feed-forward of the encoder blocks.
+
+    num_experts: E experts per block (dense=True ignores it and uses one plain MLP).
+    top_k: experts per token (1 = Switch, 2 = GShard/Mixtral).
+    capacity_factor: None = dropless (default, see docs/model.md); a float c caps every expert at
+        ceil(c * tokens * top_k / E) assignments and drops the rest (token order priority).
+    aux_loss_weight / z_loss_weight: load-balancing loss (Switch) and router z-loss (ST-MoE) weights.
+    shared_expert: add one always-on dense expert (DeepSeekMoE style) next to the routed ones.
+    """
+
+    num_experts: int = 4
+    top_k: int = 2
+    capacity_factor: float | None = None
+    aux_loss_weight: float = 0.01
+    z_loss_weight: float = 1e-3
+    shared_expert: bool = False
+    dense: bool = False
+    router_init_std: float = 0.02
+
+
+@dataclass
+class MaskingConfig:
+    """Masks for the masked / diffusion objectives and the contrastive views.
+
+    strategies: drawn uniformly per sample at every step, from MASK_STRATEGIES.
+    ratio: fraction of tokens (random/tube/block) or time patches (temporal) hidden from the encoder.
+    cell_ratio: fraction of the observed cells of *visible* tokens hidden as well and reconstructed,
+        which teaches the model to fill scattered missing values (used by `impute`).
+    """
+
+    strategies: tuple[str, ...] = ("random", "tube", "block", "temporal")
+    ratio: float = 0.5
+    cell_ratio: float = 0.1
+
+
+@dataclass
+class ObjectiveConfig:
+    """Joint loss = masked * L_mae + contrastive * L_nce + diffusion * L_flow + MoE aux + z terms.
+
+    A weight of 0 switches the objective off (its branch does not run). `contrastive_ratio`: tokens
+    each contrastive view drops; `scale_jitter`/`noise_std`: the view's amplitude augmentation;
+    `flow_steps`: Euler steps of the diffusion (rectified-flow) sampler.
+    """
+
+    masked: float = 1.0
+    contrastive: float = 0.1
+    diffusion: float = 1.0
+    temperature: float = 0.1
+    contrastive_ratio: float = 0.5
+    scale_jitter: float = 0.25
+    noise_std: float = 0.05
+    proj_dim: int = 128
+    flow_steps: int = 8
+
+
+@dataclass
+class UniSTConfig:
+    """The whole model. Encoder: depth x (attention + MoE FFN) at width d_model; decoder: a light dense
+    Transformer at decoder_dim (MAE style) feeding the reconstruction head and the diffusion head."""
+
+    d_model: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    diffusion_dim: int = 128
+    diffusion_depth: int = 2
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    patch: PatcherConfig = field(default_factory=PatcherConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    objectives: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    max_channels: int = 8
+    patch_embed_dim: int = 64
+    attn_backend: str | None = None
+    dropout: float = 0.0
+    domain_buckets: int = 64
+    fourier_freqs: int = 8
+    instance_norm: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "UniSTConfig":
+        d = dict(d)
+        subs = {"moe": MoEConfig, "patch": PatcherConfig, "masking": MaskingConfig, "objectives": ObjectiveConfig}
+        for key, sub in subs.items():
+            if isinstance(d.get(key), dict):
+                d[key] = sub(**d[key])
+        if isinstance(d.get("masking"), MaskingConfig):
+            d["masking"].strategies = tuple(d["masking"].strategies)
+        return cls(**d)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "UniSTConfig":
+        """Raise `ConfigError` naming the first bad field; return self so calls can chain."""
+        for name in ("d_model", "depth", "heads", "decoder_dim", "decoder_depth", "decoder_heads",
+                     "diffusion_dim", "diffusion_depth", "domain_buckets", "fourier_freqs", "max_channels",
+                     "patch_embed_dim"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        for dim_name, heads_name in (("d_model", "heads"), ("decoder_dim", "decoder_heads")):
+            dim, heads = getattr(self, dim_name), getattr(self, heads_name)
+            if dim % heads:
+                raise ConfigError(f"{heads_name}={heads} does not divide {dim_name}={dim}: pick {heads_name} "
+                                  f"so that {dim_name} % {heads_name} == 0")
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"mlp_ratio={self.mlp_ratio} must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
+        self._validate_moe()
+        self._validate_masking()
+        self._validate_objectives()
+        if not isinstance(self.patch, PatcherConfig):
+            raise ConfigError(f"patch must be a unist.patching.PatcherConfig, got {type(self.patch).__name__}")
+        if self.patch.max_channels is not None and self.patch.max_channels > self.max_channels:
+            raise ConfigError(f"patch.max_channels={self.patch.max_channels} > max_channels={self.max_channels}: "
+                              "the channel embeddings would be too small; raise max_channels")
+        if self.attn_backend is not None and self.attn_backend not in BACKENDS:
+            raise ConfigError(f"attn_backend={self.attn_backend!r} unknown: use None (auto) or one of {BACKENDS}")
+        return self
+
+    def _validate_moe(self) -> None:
+        m = self.moe
+        if m.dense:
+            return
+        if m.num_experts < 1:
+            raise ConfigError(f"moe.num_experts={m.num_experts} must be >= 1 (or set moe.dense=True)")
+        if m.top_k not in (1, 2):
+            raise ConfigError(f"moe.top_k={m.top_k} unsupported: use 1 (Switch) or 2 (GShard/Mixtral)")
+        if m.top_k > m.num_experts:
+            raise ConfigError(f"moe.top_k={m.top_k} > moe.num_experts={m.num_experts}: a token cannot use more "
+                              "experts than exist; lower top_k or add experts")
+        if m.capacity_factor is not None and m.capacity_factor <= 0:
+            raise ConfigError(f"moe.capacity_factor={m.capacity_factor} must be > 0, or None for dropless")
+        for name in ("aux_loss_weight", "z_loss_weight"):
+            if getattr(m, name) < 0:
+                raise ConfigError(f"moe.{name}={getattr(m, name)} must be >= 0")
+
+    def _validate_masking(self) -> None:
+        mk = self.masking
+        if isinstance(mk.strategies, str):
+            raise ConfigError(f"masking.strategies must be a list of names, got the string {mk.strategies!r}: "
+                              f"write ({mk.strategies!r},)")
+        if not mk.strategies:
+            raise ConfigError(f"masking.strategies is empty: pick some of {MASK_STRATEGIES}")
+        unknown = [s for s in mk.strategies if s not in MASK_STRATEGIES]
+        if unknown:
+            raise ConfigError(f"unknown masking strategy {unknown}: use names from {MASK_STRATEGIES}")
+        if not 0.0 < mk.ratio < 1.0:
+            raise ConfigError(f"masking.ratio={mk.ratio} must be in (0, 1): some tokens must stay visible and "
+                              "some must be hidden")
+        if not 0.0 <= mk.cell_ratio < 1.0:
+            raise ConfigError(f"masking.cell_ratio={mk.cell_ratio} must be in [0, 1)")
+
+    def _validate_objectives(self) -> None:
+        o = self.objectives
+        weights = {"masked": o.masked, "contrastive": o.contrastive, "diffusion": o.diffusion}
+        neg = {k: w for k, w in weights.items() if w < 0}
+        if neg:
+            raise ConfigError(f"objective weights must be >= 0 (0 switches one off), got {neg}")
+        if not any(w > 0 for w in weights.values()):
+            raise ConfigError("all objectives are off (masked, contrastive and diffusion weights are 0): "
+                              "give at least one a positive weight")
+        if o.temperature <= 0:
+            raise ConfigError(f"objectives.temperature={o.temperature} must be > 0")
+        if not 0.0 <= o.contrastive_ratio < 1.0:
+            raise ConfigError(f"objectives.contrastive_ratio={o.contrastive_ratio} must be in [0, 1)")
+        if o.scale_jitter < 0 or o.noise_std < 0:
+            raise ConfigError("objectives.scale_jitter and noise_std must be >= 0")
+        if o.flow_steps < 1 or o.proj_dim < 1:
+            raise ConfigError("objectives.flow_steps and proj_dim must be >= 1")

@@ -1,0 +1,138 @@
+"""Inference on raw series: `forecast`, `impute` and `embed` (mixed into `UniST`).
+
+Every call patchifies with the model's own patcher, so any grid, graph or video window works, and
+normalises per window and channel with the observed context (instance normalisation, RevIN style),
+de-normalising the outputs again. Forecasting is masked reconstruction of the future time patches:
+the context is cropped at the front to whole time patches (the oldest T mod tau steps are dropped),
+`horizon` unobserved steps (rounded up to whole patches) are appended, the future patches are hidden
+from the encoder, and the decoder's prediction of them is mapped back with `unpatchify`.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from unist.data.series import DataError, STSeries
+from unist.patching.tokens import TokenBatch
+
+from .losses import denormalise
+
+
+@contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no grad inside, the previous training flag restored after."""
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was)
+
+
+def extend_future(window: STSeries, steps: int) -> STSeries:
+    """`window` plus `steps` unobserved (NaN, mask False) future steps; timestamps extended when the step is known."""
+    pad_shape = (steps,) + window.values.shape[1:]
+    values = np.concatenate([window.values, np.full(pad_shape, np.nan, np.float32)])
+    mask = np.concatenate([window.mask, np.zeros(pad_shape, bool)])
+    ts = window.timestamps
+    if ts is not None:
+        step = window.interval_minutes
+        if step is None and len(ts) >= 2:
+            step = float((ts[-1] - ts[-2]) / np.timedelta64(1, "m"))
+        if step:
+            future = ts[-1] + np.arange(1, steps + 1) * np.timedelta64(int(round(step)), "m")
+            ts = np.concatenate([ts, future])
+        else:
+            ts = None
+    return replace(window, values=values, mask=mask, timestamps=ts, meta=dict(window.meta))
+
+
+class InferenceMixin:
+    """forecast / impute / embed for `UniST` (uses its patcher, encoder, decoder and heads)."""
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _encode_decode(self, batch: TokenBatch, keep: torch.Tensor):
+        """Normalise with the kept tokens' observed cells, encode them, decode everything.
+
+        Returns (normalised batch, decoder features (L, dd), mean (B, C), std (B, C))."""
+        batch = self.prepare(batch)
+        seen = batch.mask & keep[:, None, None]
+        batch, mean, std = self.normalise_batch(batch, seen)
+        latent, _ = self.forward_encoder(self.encoder_view(batch, seen, keep))
+        return batch, self.forward_decoder(latent, batch, keep), mean, std
+
+    def forecast(self, window: STSeries, horizon: int, num_samples: int = 0) -> np.ndarray:
+        """Forecast `horizon` steps after `window` (grid, graph or video).
+
+        Returns [horizon, *spatial, C] (point forecast, numpy float32) or, with num_samples > 0,
+        [num_samples, horizon, *spatial, C] rectified-flow samples (take quantiles over axis 0).
+        """
+        if not isinstance(window, STSeries):
+            raise TypeError(f"forecast needs an STSeries window, got {type(window).__name__}")
+        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        tau = self.config.patch.time_patch
+        t = window.num_steps
+        if t < tau:
+            raise DataError(f"window {window.name!r} has {t} steps, fewer than one time patch (tau={tau}): give at "
+                            f"least {tau} context steps")
+        if not window.mask.any():
+            raise DataError(f"window {window.name!r} has no observed value: nothing to forecast from")
+        ctx = window.slice_time(t % tau, t)  # whole time patches only
+        n_ctx = ctx.num_steps // tau
+        batch = self.patcher.patchify([extend_future(ctx, -(-horizon // tau) * tau)]).to(self._device())
+        keep = batch.t_index < n_ctx  # (L,) context tokens; the future ones are hidden
+        with eval_mode(self):
+            nb, h, mean, std = self._encode_decode(batch, keep)
+            z = self.reconstruct(h, nb)  # (L, S, C) normalised
+            if num_samples:
+                hid = ~keep
+                draws = self.flow.sample(h[hid].repeat(num_samples, 1), z.shape[-1], self.config.objectives.flow_steps)
+                z = z.expand(num_samples, *z.shape).clone()  # (n, L, S, C)
+                z[:, hid] = draws.view(num_samples, -1, *draws.shape[1:]).to(z.dtype)
+            y = denormalise(z, mean, std, batch.sample_id).float().cpu()
+        steps = slice(ctx.num_steps, ctx.num_steps + horizon)
+        if not num_samples:
+            return self.patcher.unpatchify(y.numpy(), batch)[0][steps]
+        return np.stack([self.patcher.unpatchify(yi.numpy(), batch)[0][steps] for yi in y])
+
+    def impute(self, series: STSeries) -> STSeries:
+        """Fill the missing values of `series` (mask False) with the model's reconstruction.
+
+        Tokens with at least one observed value go through the encoder with their observed cells;
+        fully missing tokens are hidden and predicted from the others. Returns a copy with every value
+        filled, mask all True, and `meta["imputed"]` = the original missing mask.
+        """
+        if not isinstance(series, STSeries):
+            raise TypeError(f"impute needs an STSeries, got {type(series).__name__}")
+        if not series.mask.any():
+            raise DataError(f"series {series.name!r} has no observed value: nothing to impute from")
+        batch = self.patcher.patchify([series]).to(self._device())
+        keep = batch.mask.flatten(1).any(dim=1)  # (L,) tokens with something observed
+        with eval_mode(self):
+            nb, h, mean, std = self._encode_decode(batch, keep)
+            y = denormalise(self.reconstruct(h, nb), mean, std, batch.sample_id).float().cpu()
+        full = self.patcher.unpatchify(y.numpy(), batch)[0]
+        filled = np.where(series.mask, series.values, full).astype(np.float32)
+        meta = {**series.meta, "imputed": ~series.mask}
+        return replace(series, values=filled, mask=np.ones_like(series.mask), meta=meta)
+
+    def embed(self, series: STSeries | list[STSeries]) -> torch.Tensor:
+        """Per-sample embeddings [B, d_model]: mean of the encoder tokens over every observed patch."""
+        windows = [series] if isinstance(series, STSeries) else list(series)
+        batch = self.prepare(self.patcher.patchify(windows).to(self._device()))
+        keep = torch.ones_like(batch.has_time)
+        with eval_mode(self):
+            nb, _, _ = self.normalise_batch(batch, batch.mask)
+            visible = self.encoder_view(nb, nb.mask, keep)
+            latent, _ = self.forward_encoder(visible)
+            return self.embed_samples(latent, visible)
