@@ -83,7 +83,14 @@ class ObjectiveConfig:
 @dataclass
 class UniSTConfig:
     """The whole model. Encoder: depth x (attention + MoE FFN) at width d_model; decoder: a light dense
-    Transformer at decoder_dim (MAE style) feeding the reconstruction head and the diffusion head."""
+    Transformer at decoder_dim (MAE style) feeding the reconstruction head and the diffusion head.
+
+    instance_norm / norm_clip: per-sample, per-channel normalisation with the stats of what the encoder
+    sees, normalised values clipped to +-norm_clip (a flat context, e.g. zero night-time flow, would
+    otherwise turn the next reading into a 1000-sigma target). persistence_anchor: hidden tokens are
+    predicted as a residual on the last seen value of their spatial patch (`anchor.py`).
+    masked_loss: 'huber' (delta 1, robust to outliers as in Time-MoE) or 'mse'.
+    """
 
     d_model: int = 128
     depth: int = 4
@@ -105,6 +112,9 @@ class UniSTConfig:
     domain_buckets: int = 64
     fourier_freqs: int = 8
     instance_norm: bool = True
+    norm_clip: float = 10.0
+    persistence_anchor: bool = True
+    masked_loss: str = "huber"
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +144,10 @@ class UniSTConfig:
             if dim % heads:
                 raise ConfigError(f"{heads_name}={heads} does not divide {dim_name}={dim}: pick {heads_name} "
                                   f"so that {dim_name} % {heads_name} == 0")
+        if self.norm_clip <= 0:
+            raise ConfigError(f"norm_clip={self.norm_clip} must be > 0 (normalised values are clipped to +-norm_clip)")
+        if self.masked_loss not in ("huber", "mse"):
+            raise ConfigError(f"masked_loss={self.masked_loss!r} unknown: use 'huber' or 'mse'")
         if self.mlp_ratio <= 0:
             raise ConfigError(f"mlp_ratio={self.mlp_ratio} must be > 0")
         if not 0.0 <= self.dropout < 1.0:

@@ -61,12 +61,12 @@ class InferenceMixin:
     def _encode_decode(self, batch: TokenBatch, keep: torch.Tensor):
         """Normalise with the kept tokens' observed cells, encode them, decode everything.
 
-        Returns (normalised batch, decoder features (L, dd), mean (B, C), std (B, C))."""
+        Returns (normalised batch, decoder features (L, dd), persistence anchor (L, S, C), mean (B, C), std (B, C))."""
         batch = self.prepare(batch)
         seen = batch.mask & keep[:, None, None]
         batch, mean, std = self.normalise_batch(batch, seen)
         latent, _ = self.forward_encoder(self.encoder_view(batch, seen, keep))
-        return batch, self.forward_decoder(latent, batch, keep), mean, std
+        return batch, self.forward_decoder(latent, batch, keep), self.anchor(batch, seen, keep), mean, std
 
     def forecast(self, window: STSeries, horizon: int, num_samples: int = 0) -> np.ndarray:
         """Forecast `horizon` steps after `window` (grid, graph or video).
@@ -76,34 +76,51 @@ class InferenceMixin:
         """
         if not isinstance(window, STSeries):
             raise TypeError(f"forecast needs an STSeries window, got {type(window).__name__}")
+        return self.forecast_batch([window], horizon, num_samples)[0]
+
+    def forecast_batch(self, windows: list[STSeries], horizon: int, num_samples: int = 0) -> list[np.ndarray]:
+        """`forecast` for many windows in one packed pass (any mix of layouts, sizes and context lengths).
+
+        Attention never crosses samples, routing is per token and normalisation per sample, so item i
+        equals `forecast(windows[i], ...)` (up to float round-off) at a fraction of the cost.
+        """
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         tau = self.config.patch.time_patch
-        t = window.num_steps
-        if t < tau:
-            raise DataError(f"window {window.name!r} has {t} steps, fewer than one time patch (tau={tau}): give at "
-                            f"least {tau} context steps")
-        if not window.mask.any():
-            raise DataError(f"window {window.name!r} has no observed value: nothing to forecast from")
-        ctx = window.slice_time(t % tau, t)  # whole time patches only
-        n_ctx = ctx.num_steps // tau
-        batch = self.patcher.patchify([extend_future(ctx, -(-horizon // tau) * tau)]).to(self._device())
-        keep = batch.t_index < n_ctx  # (L,) context tokens; the future ones are hidden
+        ctxs = []
+        for window in windows:
+            if not isinstance(window, STSeries):
+                raise TypeError(f"forecast needs STSeries windows, got {type(window).__name__}")
+            t = window.num_steps
+            if t < tau:
+                raise DataError(f"window {window.name!r} has {t} steps, fewer than one time patch (tau={tau}): "
+                                f"give at least {tau} context steps")
+            if not window.mask.any():
+                raise DataError(f"window {window.name!r} has no observed value: nothing to forecast from")
+            ctxs.append(window.slice_time(t % tau, t))  # whole time patches only
+        if not ctxs:
+            return []
+        future = -(-horizon // tau) * tau
+        batch = self.patcher.patchify([extend_future(c, future) for c in ctxs]).to(self._device())
+        n_ctx = torch.tensor([c.num_steps // tau for c in ctxs], device=batch.t_index.device)  # (B,)
+        keep = batch.t_index < n_ctx[batch.sample_id]  # (L,) context tokens; the future ones are hidden
         with eval_mode(self):
-            nb, h, mean, std = self._encode_decode(batch, keep)
-            z = self.reconstruct(h, nb)  # (L, S, C) normalised
+            nb, h, anchor, mean, std = self._encode_decode(batch, keep)
+            z = self.reconstruct(h, nb, anchor)  # (L, S, C) normalised
             if num_samples:
                 hid = ~keep
                 draws = self.flow.sample(h[hid].repeat(num_samples, 1), z.shape[-1], self.config.objectives.flow_steps)
+                draws = draws.view(num_samples, -1, *draws.shape[1:]) + anchor[hid]  # residuals on the anchor
                 z = z.expand(num_samples, *z.shape).clone()  # (n, L, S, C)
-                z[:, hid] = draws.view(num_samples, -1, *draws.shape[1:]).to(z.dtype)
+                z[:, hid] = draws.to(z.dtype)
             y = denormalise(z, mean, std, batch.sample_id).float().cpu()
-        steps = slice(ctx.num_steps, ctx.num_steps + horizon)
+        steps = [slice(c.num_steps, c.num_steps + horizon) for c in ctxs]
         if not num_samples:
-            return self.patcher.unpatchify(y.numpy(), batch)[0][steps]
-        return np.stack([self.patcher.unpatchify(yi.numpy(), batch)[0][steps] for yi in y])
+            return [f[s] for f, s in zip(self.patcher.unpatchify(y.numpy(), batch), steps)]
+        draws = [self.patcher.unpatchify(yi.numpy(), batch) for yi in y]  # n lists of B arrays
+        return [np.stack([d[b][s] for d in draws]) for b, s in enumerate(steps)]
 
     def impute(self, series: STSeries) -> STSeries:
         """Fill the missing values of `series` (mask False) with the model's reconstruction.
@@ -119,8 +136,8 @@ class InferenceMixin:
         batch = self.patcher.patchify([series]).to(self._device())
         keep = batch.mask.flatten(1).any(dim=1)  # (L,) tokens with something observed
         with eval_mode(self):
-            nb, h, mean, std = self._encode_decode(batch, keep)
-            y = denormalise(self.reconstruct(h, nb), mean, std, batch.sample_id).float().cpu()
+            nb, h, anchor, mean, std = self._encode_decode(batch, keep)
+            y = denormalise(self.reconstruct(h, nb, anchor), mean, std, batch.sample_id).float().cpu()
         full = self.patcher.unpatchify(y.numpy(), batch)[0]
         filled = np.where(series.mask, series.values, full).astype(np.float32)
         meta = {**series.meta, "imputed": ~series.mask}

@@ -31,9 +31,11 @@ def instance_stats(values: torch.Tensor, mask: torch.Tensor, sample_id: torch.Te
 
 
 def normalise(values: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-              sample_id: torch.Tensor) -> torch.Tensor:
-    """(values - mean) / std per sample and channel where observed, 0 elsewhere. (L, S, C)."""
+              sample_id: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+    """(values - mean) / std per sample and channel where observed (clipped to +-clip), 0 elsewhere. (L, S, C)."""
     z = (values - mean[sample_id][:, None, :]) / std[sample_id][:, None, :]
+    if clip is not None:
+        z = z.clamp(-clip, clip)
     return torch.where(mask, z, torch.zeros_like(z))
 
 
@@ -46,6 +48,13 @@ def denormalise(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, sample_i
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the entries where `weight` (bool, same shape) is True; 0 if there are none."""
     err = torch.where(weight, pred - target, torch.zeros_like(pred)).pow(2)
+    return err.sum() / weight.sum().clamp(min=1)
+
+
+def masked_huber(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """Huber loss (delta) over the entries where `weight` (bool, same shape) is True; 0 if there are none."""
+    diff = torch.where(weight, pred - target, torch.zeros_like(pred)).abs()
+    err = torch.where(diff < delta, 0.5 * diff.pow(2), delta * (diff - 0.5 * delta))
     return err.sum() / weight.sum().clamp(min=1)
 
 

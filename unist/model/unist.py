@@ -33,7 +33,8 @@ from .blocks import Transformer
 from .config import MoEConfig, UniSTConfig
 from .diffusion import FlowHead
 from .inference import InferenceMixin
-from .losses import info_nce, instance_stats, masked_mse, normalise, pool_samples
+from .anchor import persistence_anchor
+from .losses import info_nce, instance_stats, masked_huber, masked_mse, normalise, pool_samples
 from .masking import random_mask, sample_mask
 from .moe import MoEFeedForward, MoEStats
 from .position import TokenPosition
@@ -78,6 +79,10 @@ class UniST(InferenceMixin, nn.Module):
             if isinstance(m, MoEFeedForward) and not m.dense:
                 nn.init.normal_(m.router.weight, std=m.cfg.router_init_std)
         self.flow.zero_init_()
+        if self.config.persistence_anchor:  # an untrained model forecasts persistence; training learns the residual
+            last = [m for m in self.head.out.modules() if isinstance(m, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     # ------------------------------------------------------------------ helpers
     def prepare(self, batch: TokenBatch) -> TokenBatch:
@@ -98,7 +103,8 @@ class UniST(InferenceMixin, nn.Module):
         if not self.config.instance_norm:
             return batch, batch.values.new_zeros(B, C), batch.values.new_ones(B, C)
         mean, std = instance_stats(batch.values, seen, batch.sample_id, B)
-        return replace(batch, values=normalise(batch.values, batch.mask, mean, std, batch.sample_id)), mean, std
+        z = normalise(batch.values, batch.mask, mean, std, batch.sample_id, self.config.norm_clip)
+        return replace(batch, values=z), mean, std
 
     @staticmethod
     def _moe_terms(stats: list[MoEStats]) -> dict[str, torch.Tensor]:
@@ -125,9 +131,17 @@ class UniST(InferenceMixin, nn.Module):
         h, _ = self.decoder(x, batch.cu_seqlens, batch.max_seqlen, batch.layout_id)
         return h  # (L, dd)
 
-    def reconstruct(self, h: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+    def anchor(self, batch: TokenBatch, seen: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Persistence anchor (L, S, C) of the normalised `batch` (zeros when the option is off)."""
+        if not self.config.persistence_anchor:
+            return torch.zeros_like(batch.values)
+        return persistence_anchor(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
+                                  self.config.patch.time_patch)
+
+    def reconstruct(self, h: torch.Tensor, batch: TokenBatch, anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder features (L, dd) -> point prediction of every slot (L, S, C), in normalised units."""
-        return self.head(h, batch.rel_pos, batch.values.shape[-1])
+        out = self.head(h, batch.rel_pos, batch.values.shape[-1])
+        return out if anchor is None else out + anchor
 
     @staticmethod
     def encoder_view(batch: TokenBatch, seen: torch.Tensor, keep: torch.Tensor) -> TokenBatch:
@@ -152,15 +166,19 @@ class UniST(InferenceMixin, nn.Module):
         return replace(batch, values=v).select(keep)
 
     def forward_loss(self, batch: TokenBatch, pred: torch.Tensor | None, h: torch.Tensor | None,
-                     hidden: torch.Tensor, hidden_cells: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Masked-reconstruction and diffusion losses on normalised `batch` values (observed entries only)."""
+                     hidden: torch.Tensor, hidden_cells: torch.Tensor, anchor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Masked-reconstruction and diffusion losses on normalised `batch` values (observed entries only).
+
+        The diffusion head generates the residual of the hidden tokens on their persistence anchor."""
         o, zero = self.config.objectives, batch.values.new_zeros(())
         out = {"masked": zero, "diffusion": zero}
         if pred is not None:
             target_w = batch.mask & (hidden[:, None, None] | hidden_cells)  # (L, S, C)
-            out["masked"] = masked_mse(pred, batch.values, target_w)
+            loss_fn = masked_huber if self.config.masked_loss == "huber" else masked_mse
+            out["masked"] = loss_fn(pred, batch.values, target_w)
         if o.diffusion > 0:
-            out["diffusion"] = self.flow.loss(batch.values[hidden], batch.mask[hidden], h[hidden])
+            residual = batch.values[hidden] - anchor[hidden]
+            out["diffusion"] = self.flow.loss(residual, batch.mask[hidden], h[hidden])
         return out
 
     def forward(self, batch: TokenBatch) -> dict[str, torch.Tensor]:
@@ -182,10 +200,11 @@ class UniST(InferenceMixin, nn.Module):
 
         out: dict[str, torch.Tensor] = {}
         pred = h = None
+        anchor = self.anchor(batch, seen, keep)  # (L, S, C) persistence prior of the hidden tokens
         if need_decoder:
             h = self.forward_decoder(latent, batch, keep)  # (L, dd)
-            pred = self.reconstruct(h, batch) if o.masked > 0 else None
-        out.update(self.forward_loss(batch, pred, h, hidden, hidden_cells))
+            pred = self.reconstruct(h, batch, anchor) if o.masked > 0 else None
+        out.update(self.forward_loss(batch, pred, h, hidden, hidden_cells, anchor))
 
         out["contrastive"] = out["contrastive_acc"] = batch.values.new_zeros(())
         if o.contrastive > 0:

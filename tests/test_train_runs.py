@@ -1,0 +1,134 @@
+"""End-to-end pretraining runs on CPU (subprocesses): the near-default run, exact resume, 2-process gloo
+runs under ZeRO-2 and ZeRO-3 with the `deepspeed` launcher, export -> from_pretrained, and the errors a
+truncated or tampered checkpoint / release gives. Every run is a few steps of a small model."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, require_data
+from unist.release import ReleaseError, from_pretrained, load_release
+from unist.train.distributed import free_port
+from unist.train.metrics import read_jsonl
+
+SMALL_MODEL = ["model.d_model=32", "model.heads=2", "model.depth=1", "model.decoder_dim=32", "model.decoder_depth=1",
+               "model.decoder_heads=2", "model.diffusion_dim=32", "model.diffusion_depth=1", "model.patch_embed_dim=16"]
+QUICK = ["logging.progress=false", "data.num_workers=0"]
+
+
+def _run(args: list[str], launcher: list[str] | None = None, ok: bool = True, timeout: int = 300):
+    cmd = (launcher or [sys.executable]) + [str(REPO / "train" / "pretrain.py")] + args
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_jsonl(run_dir / "metrics.jsonl")}
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    """The no-argument command, shortened to 4 steps (default preset, model, data mixture and workers)."""
+    require_data()
+    out = tmp_path_factory.mktemp("runs")
+    _run([f"out_dir={out}", "train.steps=4", "checkpoint.every=2", "logging.progress=false"])
+    return out / "tiny"
+
+
+def test_default_run_writes_checkpoints_metrics_plot_and_release(default_run):
+    s = json.loads((default_run / "summary.json").read_text())
+    assert s["steps"] == 4 and s["world_size"] == 1 and s["tokens_per_s"] > 0
+    assert s["export_check"]["max_rel_diff"] <= 1e-5  # the release reproduces the engine's losses
+    for name in ("metrics.jsonl", "metrics.csv", "loss.png", "release/model.safetensors", "release/MODEL_CARD.md"):
+        assert (default_run / name).is_file(), name
+    rec = read_jsonl(default_run / "metrics.jsonl")[-1]
+    for key in ("loss", "masked", "contrastive", "diffusion", "moe_aux", "tokens_per_s", "lr", "load/grid/e0"):
+        assert key in rec, key
+    ckpt = default_run / "checkpoints"
+    assert (ckpt / "latest").read_text() == "step_00000004"
+    assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["step_00000002", "step_00000004"]
+    state = json.loads((ckpt / "step_00000004" / "unist_state.json").read_text())
+    trained = [d["name"] for d in state["training_data"]["datasets"]]
+    assert "synthetic" in trained and "metr_la_week" in trained and "chickenpox_hungary" not in trained
+    assert state["training_data"]["heldout"] == ["chickenpox_hungary"]
+    release = json.loads((default_run / "release" / "training_data.json").read_text())
+    assert [d["name"] for d in release["datasets"]] == trained
+    assert all("train" in d["split"] for d in release["datasets"] if d["name"] != "synthetic")
+    cfg = json.loads((default_run / "release" / "config.json").read_text())
+    assert cfg["model_name"] == "unist_tiny" and cfg["training"]["step"] == 4 and cfg["training"]["git"]["commit"]
+
+
+def test_resume_continues_exactly(default_run, tmp_path):
+    """Stop after step 2, resume: steps 3-4 have the losses of the uninterrupted run."""
+    args = [f"out_dir={tmp_path}", "train.steps=4", "checkpoint.every=2", "logging.progress=false"]
+    _run(args + ["train.stop_at=2"])
+    assert not (tmp_path / "tiny" / "release").exists()  # unfinished runs are not exported
+    _run(args + ["--resume"])
+    full, resumed = _losses(default_run), _losses(tmp_path / "tiny")
+    assert sorted(resumed) == [1, 2, 3, 4]
+    assert [resumed[s] for s in (3, 4)] == [full[s] for s in (3, 4)]
+
+    # a truncated checkpoint file is reported as such, not as an unpickling error
+    bad = tmp_path / "tiny" / "checkpoints" / "step_00000004" / "mp_rank_00_model_states.pt"
+    bad.write_bytes(bad.read_bytes()[:1000])
+    proc = _run(args + ["--resume"], ok=False)
+    assert proc.returncode != 0 and "truncated or was modified" in proc.stderr
+
+
+@pytest.mark.parametrize("stage, extra", [
+    (2, []),
+    (3, []),  # contrastive on: the encoder runs twice per step, MoE layers are not ZeRO-3 leaves
+    (3, ["model.objectives.contrastive=0", "model.activation_checkpointing=true"]),  # MoE as ZeRO-3 leaf
+], ids=["zero2", "zero3", "zero3-leaf-actckpt"])
+def test_two_process_gloo_loss_falls_and_export_matches(tmp_path, stage, extra):
+    require_data("metr_la_week", "nyc_bike1")
+    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port())]
+    _run([f"out_dir={tmp_path}", "name=dist", f"zero.stage={stage}", "train.steps=5", "data.repeat_batches=1",
+          "optim.lr=3e-3", "optim.warmup_steps=1", "data.datasets=metr_la_week,nyc_bike1", "data.window=8",
+          "data.tokens_per_batch=256", *SMALL_MODEL, *QUICK, *extra], launcher=launcher)
+    run = tmp_path / "dist"
+    s = json.loads((run / "summary.json").read_text())
+    losses = _losses(run)
+    assert s["world_size"] == 2 and losses[5] < losses[1]
+    assert s["export_check"]["max_rel_diff"] <= 1e-5
+    files = [p.name for p in (run / "checkpoints" / "step_00000005").iterdir()]
+    assert sum(f.endswith("optim_states.pt") for f in files) == 2
+
+
+def test_from_pretrained_without_deepspeed_and_refuses_bad_releases(default_run, tmp_path):
+    rel = tmp_path / "release"
+    shutil.copytree(default_run / "release", rel)
+    code = (f"import sys, unist; m = unist.from_pretrained({str(rel)!r}); "
+            "assert 'deepspeed' not in sys.modules and not m.training; print('ok')")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
+    r = load_release(rel)
+    assert "metr_la_week" in r.normalization and r.training_data["heldout"] == ["chickenpox_hungary"]
+
+    weights, config = rel / "model.safetensors", rel / "config.json"
+    good_w, good_c = weights.read_bytes(), config.read_text()
+    cases = {
+        "truncated": lambda: weights.write_bytes(good_w[: len(good_w) // 2]),
+        "sha256": lambda: weights.write_bytes(good_w[:-1] + bytes([good_w[-1] ^ 1])),
+        "not a readable safetensors": lambda: (weights.write_bytes(good_w[: len(good_w) // 2]),
+                                               config.write_text(good_c.replace('"sha256"', '"sha256_unused"'))),
+        "shape mismatches": lambda: config.write_text(good_c.replace('"d_model": 128', '"d_model": 64', 1)),
+        "unknown model name": lambda: config.write_text(good_c.replace('"unist_tiny"', '"unist_huge"')),
+        "format version": lambda: config.write_text(good_c.replace('"format_version": 1', '"format_version": 99')),
+    }
+    for needle, damage in cases.items():
+        weights.write_bytes(good_w)
+        config.write_text(good_c)
+        damage()
+        with pytest.raises(ReleaseError, match=needle):
+            from_pretrained(rel)
+    with pytest.raises(ReleaseError, match="no release named 'unist-nonexistent'"):
+        from_pretrained("unist-nonexistent")

@@ -1,0 +1,226 @@
+"""One evaluation run: every dataset, the model zero-shot (and optionally few-shot), its temporal-only
+variant and the baselines, all on the same test windows and scored on the same points.
+
+Zero-shot = no parameter update and no statistic of the target's training split: the model sees
+only each test window's context and normalises it by itself. Models that do use target data
+(historical average, ridge, few-shot fine-tuning) are flagged `uses_target_data` in the output.
+Scoring mask = observed targets (minus zeros under `zero_is_missing`) where every full-coverage
+model produced a finite forecast; the temporal-only variant covers a sample of locations and is
+scored there, next to the zero-shot model on the same locations.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unist.data import DATASETS, STSeries, load_series
+from unist.data.registry import canonical_name
+from unist.data.video import VIDEO_SUFFIXES
+
+from .baselines import run_baselines
+from .checkpoints import Checkpoint, ContaminationError, load_checkpoint
+from .finetune import FinetuneConfig, finetune
+from .forecasters import sample_locations, temporal_forecast, unist_forecast
+from .metrics import point_metrics, probabilistic_metrics, psnr
+from .protocols import Protocol, load_options, protocol_for
+from .windows import EvalWindows, make_windows
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class EvalConfig:
+    """What `run` evaluates (the CLI's flags, eval/zeroshot.py --help)."""
+
+    checkpoint: str
+    datasets: tuple[str, ...]
+    context: int | None = None
+    horizon: int | None = None
+    stride: int | None = None
+    max_windows: int | None = None
+    num_samples: int = 0
+    batch_size: int = 32
+    temporal_locations: int = 32
+    allow_contaminated: bool = False
+    finetune: FinetuneConfig | None = None
+    baselines: bool = True
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise ValueError("give at least one dataset (--dataset NAME|FILE.npz|VIDEO)")
+        if self.num_samples < 0 or self.temporal_locations < 0:
+            raise ValueError("num_samples and temporal_locations must be >= 0")
+        if self.num_samples == 1:
+            raise ValueError("num_samples=1 gives no spread: use 0 (point forecast only) or >= 2 (e.g. 32)")
+
+
+@dataclass
+class ModelRun:
+    """One model's forecasts on a dataset's windows and how they were made."""
+
+    name: str
+    label: str
+    kind: str                      # zero-shot | few-shot | baseline | ablation
+    pred: np.ndarray               # [B, H, *sp, C] (NaN where not predicted)
+    uses_target_data: bool = False
+    few_shot: bool = False
+    samples: np.ndarray | None = None
+    locations: np.ndarray | None = None   # subset of flat location indices, None = all
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetRun:
+    """Everything about one dataset: the result dict (JSON) and the arrays kept for plots."""
+
+    result: dict[str, Any]
+    windows: EvalWindows
+    protocol: Protocol
+    models: list[ModelRun]
+    score_mask: np.ndarray
+
+
+def _is_video(source: str) -> bool:
+    key = canonical_name(source)
+    if key is not None:
+        return key.startswith("video:") or DATASETS[key].kind == "video"
+    return Path(source).suffix.lower() in VIDEO_SUFFIXES
+
+
+def load_target(source: str) -> STSeries:
+    """The series to evaluate, read with its protocol's load options (video: 64 px short side)."""
+    return load_series(source, **(load_options("video") if _is_video(source) else {}))
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def model_runs(ckpt: Checkpoint, w: EvalWindows, p: Protocol, cfg: EvalConfig) -> list[ModelRun]:
+    """The model zero-shot, its temporal-only variant, few-shot (if asked) and the baselines."""
+    h, model = p.horizon, ckpt.model
+    (point, samples), dt = _timed(lambda: unist_forecast(model, w, h, cfg.batch_size, cfg.num_samples))
+    runs = [ModelRun("unist", f"unist zero-shot ({ckpt.model_name})", "zero-shot", point, samples=samples, seconds=dt)]
+    if cfg.temporal_locations and not p.video:
+        locs = sample_locations(w.series.num_nodes, cfg.temporal_locations, cfg.seed)
+        pred, dt = _timed(lambda: temporal_forecast(model, w, h, locs))
+        runs.append(ModelRun("unist_temporal", f"unist temporal-only ({len(locs)}/{w.series.num_nodes} locations)",
+                             "ablation", pred, locations=locs, seconds=dt,
+                             info={"notes": "each location forecast alone (no neighbours), zero-shot"}))
+    if cfg.finetune is not None:
+        (tuned, record), dt_train = _timed(lambda: finetune(model, w.train, p.context, h, cfg.finetune))
+        (fs_point, fs_samples), dt = _timed(lambda: unist_forecast(tuned, w, h, cfg.batch_size, cfg.num_samples))
+        runs.append(ModelRun("unist_fewshot", f"unist few-shot {cfg.finetune.mode} ({cfg.finetune.fraction:.0%} train)",
+                             "few-shot", fs_point, uses_target_data=True, few_shot=True, samples=fs_samples,
+                             seconds=dt_train + dt, info={**record, "train_seconds": round(dt_train, 3)}))
+    if cfg.baselines:
+        for name, b in run_baselines(w, h, p.season).items():
+            info = {k: v for k, v in b.items() if k not in ("pred", "label", "uses_target_data", "seconds")}
+            runs.append(ModelRun(name, b["label"], "baseline", b["pred"], uses_target_data=b["uses_target_data"],
+                                 seconds=b["seconds"], info=info))
+    return runs
+
+
+def score_mask(w: EvalWindows, p: Protocol, runs: list[ModelRun]) -> np.ndarray:
+    """Observed targets (zeros dropped under zero_is_missing) that every full-coverage model predicted."""
+    m = w.target_mask.copy()
+    if p.zero_is_missing:
+        m &= w.target != 0
+    for r in runs:
+        if r.locations is None:
+            m &= np.isfinite(r.pred)
+    return m
+
+
+def location_mask(shape: tuple[int, ...], locations: np.ndarray) -> np.ndarray:
+    """[B, H, *sp, C] bool, True at the given flat location indices."""
+    flat = np.zeros(int(np.prod(shape[2:-1])), bool)
+    flat[locations] = True
+    return np.broadcast_to(flat.reshape((1, 1) + shape[2:-1] + (1,)), shape)
+
+
+def score(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, p: Protocol,
+          samples: np.ndarray | None = None) -> dict[str, Any]:
+    """Every metric of the protocol: MAE/RMSE/MAPE (+ PSNR for video, + CRPS/coverage with samples)."""
+    if p.video:
+        pred = np.clip(pred, 0.0, 1.0)
+    out = point_metrics(pred, target, mask, p.mape_min)
+    if p.video:
+        out["psnr"] = psnr(pred, target, mask)
+    if samples is not None:
+        out.update(probabilistic_metrics(samples, target, mask))
+    return out
+
+
+def _model_entry(r: ModelRun, w: EvalWindows, p: Protocol, mask: np.ndarray, zero_shot: ModelRun,
+                 contaminated: bool) -> dict[str, Any]:
+    """JSON entry of one model: flags, timing, notes and metrics (on `mask`, or its own locations)."""
+    entry = {"label": r.label, "kind": r.kind, "uses_target_data": r.uses_target_data, "few_shot": r.few_shot,
+             "contaminated": contaminated and r.name.startswith("unist"), "seconds": round(r.seconds, 3), **r.info}
+    m = mask
+    if r.locations is not None:
+        m = mask & location_mask(mask.shape, r.locations) & np.isfinite(r.pred)
+        entry["locations"] = r.locations.tolist()
+        entry["reference_unist_same_locations"] = score(zero_shot.pred, w.target, m, p)
+    entry["points_scored"] = int(m.sum())
+    entry["unpredicted_points"] = int((w.target_mask & ~np.isfinite(r.pred)).sum()) if r.locations is None else 0
+    entry["metrics"] = score(r.pred, w.target, m, p, r.samples)
+    return entry
+
+
+def evaluate_dataset(ckpt: Checkpoint, source: str, cfg: EvalConfig) -> DatasetRun:
+    """Load, audit, window, forecast and score one dataset."""
+    series = load_target(source)
+    audit = ckpt.audit(source, series.name, Path(source).stem, shape=series.values.shape)
+    if audit["contaminated"] is not False and not cfg.allow_contaminated:
+        raise ContaminationError(
+            f"dataset {source!r}: {audit['reason']} ({ckpt.source}), so a zero-shot score would be contaminated. "
+            "Evaluate on a held-out dataset, or pass --allow-contaminated to run anyway (results flagged "
+            "contaminated)")
+    p = protocol_for(series, cfg.context, cfg.horizon, cfg.stride)
+    w = make_windows(series, p, cfg.max_windows)
+    runs = model_runs(ckpt, w, p, cfg)
+    contaminated = audit["contaminated"] is not False
+    mask = score_mask(w, p, runs)
+    if not mask.any():
+        raise RuntimeError(f"dataset {source!r}: no target point left to score (all missing, or some model predicted "
+                           "nothing); check the data's mask")
+    splits = w.splits
+    result = {
+        "dataset": {"source": source, "name": series.name, "layout": series.layout, "domain": series.domain,
+                    "interval_minutes": series.interval_minutes, "shape": list(series.values.shape),
+                    "channels": series.channels, "missing_rate": series.missing_rate},
+        "protocol": p.to_dict(),
+        "split": {name: {"start": int(s.meta["split_start"]), "steps": s.num_steps} for name, s in splits.items()},
+        "windows": {"count": w.num_windows, "available": w.available, "starts": w.starts.tolist(),
+                    "points_scored": int(mask.sum())},
+        "contamination": audit,
+        "contaminated": contaminated,
+        "models": {r.name: _model_entry(r, w, p, mask, runs[0], contaminated) for r in runs},
+    }
+    return DatasetRun(result, w, p, runs, mask)
+
+
+def run(cfg: EvalConfig, checkpoint: Checkpoint | None = None) -> tuple[dict[str, Any], list[DatasetRun]]:
+    """Evaluate every dataset of `cfg`; returns (the JSON-ready results, the per-dataset runs for plots)."""
+    ckpt = checkpoint or load_checkpoint(cfg.checkpoint, cfg.device)
+    torch.manual_seed(cfg.seed)  # the flow sampler's draws
+    runs = [evaluate_dataset(ckpt, src, cfg) for src in cfg.datasets]
+    settings = asdict(cfg)
+    results = {"schema_version": SCHEMA_VERSION, "checkpoint": ckpt.describe(), "settings": settings,
+               "results": [r.result for r in runs]}
+    return results, runs
+
+
+__all__ = ["DatasetRun", "EvalConfig", "ModelRun", "SCHEMA_VERSION", "evaluate_dataset", "load_target", "run",
+           "score", "score_mask"]

@@ -1,0 +1,76 @@
+"""The test windows of one dataset, shared by every model of a run so all are scored on the same points.
+
+The series is cut chronologically 6:2:2 (`split_series`); windows of context + horizon steps slide
+over the test part only, `stride` apart. With `max_windows`, an evenly spaced subset is kept (the
+whole test period stays covered, unlike taking the first N). `EvalWindows` holds numpy stacks for
+the baselines and the context windows as `STSeries` for the model, plus each window's absolute
+start in the full series (the seasonal baselines read the observed past before each window).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from unist.data import DataError, STSeries, sliding_windows, split_context_target, split_series
+
+from .protocols import Protocol
+
+
+@dataclass
+class EvalWindows:
+    """context [B, Tc, *spatial, C] (NaN = missing), target [B, H, *spatial, C], their masks, `starts` (B,)
+    absolute index of each window's first step in `series`; `contexts`: the context windows as STSeries;
+    `available`: how many windows the test split holds before `max_windows` subsampling."""
+
+    series: STSeries
+    splits: dict[str, STSeries]
+    context: np.ndarray
+    context_mask: np.ndarray
+    target: np.ndarray
+    target_mask: np.ndarray
+    starts: np.ndarray
+    contexts: list[STSeries]
+    available: int
+
+    @property
+    def num_windows(self) -> int:
+        return len(self.starts)
+
+    @property
+    def origins(self) -> np.ndarray:
+        """(B,) absolute index of the first forecast step."""
+        return self.starts + self.context.shape[1]
+
+    @property
+    def train(self) -> STSeries:
+        return self.splits["train"]
+
+
+def make_windows(series: STSeries, protocol: Protocol, max_windows: int | None = None) -> EvalWindows:
+    """Test windows of `series` under `protocol` (see module docstring)."""
+    splits = split_series(series)
+    test = splits["test"]
+    c, h = protocol.context, protocol.horizon
+    wins = list(sliding_windows(test, c, h, protocol.stride))
+    if not wins:
+        raise DataError(f"dataset {series.name!r}: its test split ({test.num_steps} steps, the last 20%) holds no "
+                        f"gap-free window of context {c} + horizon {h}; lower --context/--horizon")
+    available = len(wins)
+    if max_windows is not None:
+        if max_windows < 1:
+            raise DataError(f"max_windows must be >= 1, got {max_windows}")
+        if available > max_windows:
+            keep = np.unique(np.linspace(0, available - 1, max_windows).round().astype(int))
+            wins = [wins[i] for i in keep]
+    pairs = [split_context_target(w) for w in wins]
+    offset = test.meta["split_start"]
+    return EvalWindows(
+        series=series, splits=splits,
+        context=np.stack([p[0].values for p in pairs]), context_mask=np.stack([p[0].mask for p in pairs]),
+        target=np.stack([p[1].values for p in pairs]), target_mask=np.stack([p[1].mask for p in pairs]),
+        starts=np.array([offset + w.meta["window_start"] for w in wins]), contexts=[p[0] for p in pairs],
+        available=available)
+
+
+__all__ = ["EvalWindows", "make_windows"]

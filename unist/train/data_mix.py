@@ -1,0 +1,259 @@
+"""Pretraining data: a weighted mixture of real datasets and the synthetic corpus, packed to a token budget.
+
+  build_sources(cfg.data, seed)  load the training split (chronological 6:2:2, first 60 %) of every
+                                 dataset to train on, z-scored with train-split statistics; held-out
+                                 datasets are never passed to the loader.
+  Mixture                        source weights: a data type's weight is split over its datasets.
+  pack_batch(...)                micro-batch j of rank r: windows drawn with rng (seed, r, j) and added
+                                 while they fit `tokens_per_batch`; patchified into one packed TokenBatch
+                                 (cu_seqlens, no padding).
+  PretrainStream                 an IterableDataset of those micro-batches; DataLoader worker w of n
+                                 makes batches j = start + w, start + w + n, ... and the DataLoader's
+                                 round-robin hands them out in order j = start, start + 1, ..., so the
+                                 stream is the same for any num_workers and resumes exactly at `start`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from unist.data import (DATASETS, DataError, Normalizer, STSeries, SyntheticConfig, SyntheticCorpus, data_dir,
+                        load_series, sliding_windows, split_series)
+from unist.patching import PatcherConfig, TokenBatch, UniversalPatcher, partition_graph
+
+from .config import DataSection
+
+SYNTHETIC = "synthetic"
+
+
+# ---------------------------------------------------------------------------------- sources
+@dataclass
+class Source:
+    """One mixture component. Real: `series` is its normalised training split and `starts` the window
+    starts that do not straddle a gap; synthetic: `corpus` makes a fresh series per draw."""
+
+    name: str
+    layout: str | None  # None: the synthetic corpus (all layouts)
+    weight: float = 0.0
+    series: STSeries | None = None
+    starts: np.ndarray | None = None
+    corpus: SyntheticCorpus | None = None
+    record: dict[str, Any] = field(default_factory=dict)  # what the checkpoint/release lists
+
+
+def training_datasets(data: DataSection) -> list[str]:
+    """The real datasets to train on: `data.datasets` ("auto" = every registered dataset with a series
+    whose folder exists under the data dir) minus `data.heldout`."""
+    root = Path(data.data_dir) if data.data_dir else data_dir()
+    heldout = {canonical(n) for n in data.heldout}
+    if tuple(data.datasets) == ("auto",):
+        names = [n for n, s in DATASETS.items() if s.has_series and (root / s.folder).is_dir()]
+    else:
+        names = [canonical(n) for n in data.datasets]
+    return [n for n in names if n not in heldout]
+
+
+def canonical(name: str) -> str:
+    from unist.data.registry import canonical_name, unknown_name_error
+
+    key = canonical_name(name)
+    if key is None:
+        raise unknown_name_error(name)
+    return key
+
+
+def _load_options(name: str, data: DataSection) -> dict[str, Any]:
+    kind = DATASETS[name].kind if name in DATASETS else "video"
+    if kind == "video":
+        return {"size": data.video_size, "fps": data.video_fps, "max_frames": data.video_max_frames}
+    return {}
+
+
+def load_training_split(name: str, data: DataSection,
+                        loader: Callable[..., STSeries] | None = None) -> tuple[STSeries, dict[str, Any]]:
+    """The z-scored training split of dataset `name` and its record (normaliser, sizes)."""
+    full = (loader or load_series)(name, **_load_options(name, data))
+    train = split_series(full)["train"]
+    norm = Normalizer().fit(train)
+    record = {"name": name, "layout": full.layout, "domain": full.domain, "split": "train (first 60%, 6:2:2)",
+              "steps_used": train.num_steps, "steps_total": full.num_steps, "shape": list(full.values.shape),
+              "normalizer": norm.state_dict()}
+    return norm.transform(train), record
+
+
+def build_sources(data: DataSection, seed: int, loader: Callable[..., STSeries] | None = None) -> list[Source]:
+    """Every mixture source with its weight (see DataSection); raises DataError if none has weight."""
+    if data.data_dir:
+        os.environ["UNIST_DATA_DIR"] = data.data_dir  # the data registry reads it
+    sources = []
+    for name in training_datasets(data):
+        series, record = load_training_split(name, data, loader)
+        starts = np.array([w.meta["window_start"] for w in sliding_windows(series, min(data.window, series.num_steps))])
+        if starts.size == 0:
+            raise DataError(f"dataset {name!r}: no gap-free window of {data.window} steps in its training split; "
+                            "lower data.window or hold it out (data.heldout)")
+        sources.append(Source(name, series.layout, series=series, starts=starts, record=record))
+    if data.synthetic_weight > 0:
+        syn = SyntheticConfig(steps=(data.window, 4 * data.window), video_steps=(data.window, 4 * data.window))
+        corpus = SyntheticCorpus(seed=seed, config=syn)
+        sources.append(Source(SYNTHETIC, None, corpus=corpus,
+                              record={"name": SYNTHETIC, "layout": "grid+graph+video", "seed": seed,
+                                      "split": "generated on the fly (unist.data.SyntheticCorpus)"}))
+    assign_weights(sources, data)
+    sources = [s for s in sources if s.weight > 0]
+    if not sources:
+        raise DataError("the data mixture is empty: no dataset found to train on and synthetic_weight=0; set "
+                        "UNIST_DATA_DIR (or data.data_dir) or data.synthetic_weight > 0")
+    for s in sources:
+        s.record["weight"] = s.weight
+    return sources
+
+
+def assign_weights(sources: list[Source], data: DataSection) -> None:
+    """Normalised mixture weights: type_weights[layout] split over that layout's datasets (times
+    dataset_weights[name]); the synthetic corpus gets synthetic_weight."""
+    raw = []
+    for s in sources:
+        if s.layout is None:
+            raw.append(data.synthetic_weight)
+            continue
+        peers = [p for p in sources if p.layout == s.layout]
+        share = sum(data.dataset_weights.get(p.name, 1.0) for p in peers)
+        w = data.type_weights.get(s.layout, 0.0) * data.dataset_weights.get(s.name, 1.0)
+        raw.append(w / share if share > 0 else 0.0)
+    total = sum(raw)
+    for s, w in zip(sources, raw):
+        s.weight = w / total if total > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------- windows
+def crop_cells(s: STSeries, max_cells: int, rng: np.random.Generator) -> STSeries:
+    """A random spatial crop with at most `max_cells` cells: a rectangle of a grid/video (aspect kept),
+    or the `max_cells` nodes nearest to a random node of a graph (a node-id range without coords)."""
+    if s.num_nodes <= max_cells:
+        return s
+    if s.layout == "graph":
+        return _crop_graph(s, max_cells, rng)
+    h, w = s.spatial_shape
+    scale = math.sqrt(max_cells / (h * w))
+    ch, cw = max(1, int(h * scale)), max(1, int(w * scale))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    coords = None if s.coords is None else s.coords[y:y + ch, x:x + cw]
+    return replace(s, values=s.values[:, y:y + ch, x:x + cw], mask=s.mask[:, y:y + ch, x:x + cw], coords=coords,
+                   meta={**s.meta, "crop": (y, x, ch, cw)})
+
+
+def _crop_graph(s: STSeries, k: int, rng: np.random.Generator) -> STSeries:
+    n = s.num_nodes
+    if s.coords is not None:
+        d = ((s.coords - s.coords[rng.integers(0, n)]) ** 2).sum(1)  # (N,)
+        keep = np.sort(np.argsort(d, kind="stable")[:k])
+    else:
+        start = int(rng.integers(0, n - k + 1))
+        keep = np.arange(start, start + k)
+    new_id = np.full(n, -1, np.int64)
+    new_id[keep] = np.arange(k)
+    ei, ew = s.edge_index, s.edge_weight
+    if ei is not None:
+        inside = (new_id[ei[0]] >= 0) & (new_id[ei[1]] >= 0)
+        ei, ew = new_id[ei[:, inside]], (None if ew is None else ew[inside])
+    coords = None if s.coords is None else s.coords[keep]
+    return replace(s, values=s.values[:, keep], mask=s.mask[:, keep], coords=coords, edge_index=ei, edge_weight=ew,
+                   meta={**s.meta, "crop_nodes": keep})
+
+
+def draw_window(src: Source, data: DataSection, rng: np.random.Generator) -> STSeries:
+    """One training window of `data.window` steps (or the whole series when shorter) from `src`."""
+    if src.corpus is not None:
+        s = src.corpus.sample(int(rng.integers(0, 2**62)))
+        s = Normalizer().fit(s).transform(s)  # per sample: the corpus has no fixed scale
+        start = int(rng.integers(0, max(1, s.num_steps - data.window + 1)))
+    else:
+        s = src.series
+        start = int(src.starts[rng.integers(0, len(src.starts))])
+    w = s.slice_time(start, min(s.num_steps, start + data.window))
+    return crop_cells(w, data.max_cells, rng)
+
+
+def num_tokens(s: STSeries, patch: PatcherConfig) -> int:
+    """Tokens the patcher makes from `s`: time patches x spatial patches (graph partitions are cached)."""
+    n_time = -(-s.num_steps // patch.time_patch)
+    if s.layout == "graph":
+        n_space = partition_graph(s.num_nodes, patch.k, s.coords, s.edge_index, s.edge_weight).num_patches
+    else:
+        h, w = s.spatial_shape
+        n_space = -(-h // patch.patch_size) * -(-w // patch.patch_size)
+    return n_time * n_space
+
+
+class Mixture:
+    """Weighted sources + the packing rule; `batch(rank, j)` depends only on (seed, rank, j)."""
+
+    def __init__(self, sources: list[Source], data: DataSection, patch: PatcherConfig, seed: int):
+        self.sources, self.data, self.seed = sources, data, seed
+        self.patcher = UniversalPatcher(patch)
+        self.probs = np.array([s.weight for s in sources], np.float64)
+        self.probs /= self.probs.sum()
+
+    def data_index(self, j: int) -> int:
+        """Which micro-batch of the stream position j is (j itself, or j mod data.repeat_batches)."""
+        return j % self.data.repeat_batches if self.data.repeat_batches else j
+
+    def windows(self, rank: int, j: int) -> list[STSeries]:
+        """Windows of micro-batch j on `rank`, drawn until the next one would overflow the token budget."""
+        rng = np.random.default_rng([self.seed, rank, self.data_index(j)])
+        budget, out, used = self.data.tokens_per_batch, [], 0
+        while True:
+            src = self.sources[int(rng.choice(len(self.sources), p=self.probs))]
+            w = draw_window(src, self.data, rng)
+            w.meta["source"] = src.name
+            n = num_tokens(w, self.patcher.config)
+            if n > budget:
+                raise DataError(f"one window of {src.name!r} ({w.layout} {w.values.shape}) makes {n} tokens, more "
+                                f"than data.tokens_per_batch={budget}: raise the budget or lower data.max_cells / "
+                                "data.window")
+            if used + n > budget:
+                return out
+            out.append(w)
+            used += n
+
+    def batch(self, rank: int, j: int) -> tuple[TokenBatch, dict[str, Any]]:
+        wins = self.windows(rank, j)
+        tb = self.patcher.patchify(wins)
+        return tb, {"index": j, "sources": [w.meta["source"] for w in wins]}
+
+
+class PretrainStream(IterableDataset):
+    """Endless packed micro-batches of one rank, starting at micro-batch `start` (see module docstring)."""
+
+    def __init__(self, mixture: Mixture, rank: int, start: int = 0):
+        super().__init__()
+        self.mixture, self.rank, self.start = mixture, rank, start
+
+    def __iter__(self) -> Iterator[tuple[TokenBatch, dict[str, Any]]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        j = self.start + worker
+        while True:
+            yield self.mixture.batch(self.rank, j)
+            j += workers
+
+
+def make_loader(mixture: Mixture, rank: int, start: int, num_workers: int) -> DataLoader:
+    """DataLoader over `PretrainStream` (batch_size=None: a TokenBatch is already a packed micro-batch)."""
+    kw: dict[str, Any] = {"num_workers": num_workers, "batch_size": None}
+    if num_workers > 0:
+        kw.update(prefetch_factor=2, persistent_workers=False)
+    return DataLoader(PretrainStream(mixture, rank, start), **kw)
+
+
+def layout_counts(batch: TokenBatch) -> torch.Tensor:
+    """(3,) tokens of each data type (grid, graph, video) in `batch`."""
+    return torch.bincount(batch.layout_id, minlength=3)

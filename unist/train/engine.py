@@ -1,0 +1,86 @@
+"""Build the DeepSpeed engine around the real UniST model.
+
+  - weight decay on matrices only (biases, norms, embeddings' 1-D params and the mask token are exempt);
+  - activation checkpointing: each encoder/decoder `Block` recomputes its forward in backward
+    (torch.utils.checkpoint, non-reentrant, RNG state preserved; the block's MoE statistics are
+    return values, not side effects, so recomputation does not double-count them);
+  - ZeRO-3: `MoEFeedForward` is registered as a leaf module (`deepspeed.utils.set_z3_leaf_modules`),
+    so ZeRO gathers all of a layer's experts at once instead of hooking each one, which would stall
+    prefetching (and hang) when a rank routes no token to some expert. DeepSpeed reduces a leaf
+    module's gradients from a full backward hook, which fires once per *call*: a leaf called twice in
+    one forward reduces twice and trips `assert len(set(p.ds_id ...)) == len(params_in_bucket)` in
+    stage3. UniST runs its encoder twice per step when the contrastive objective is on, so then the
+    MoE layers are left as ordinary modules: their experts are one `Experts` module with stacked
+    weights (always called, whatever the routing), so per-module gathering is safe there too;
+  - the model is built fully on every rank (identical weights: UniST seeds its own init) and
+    partitioned by `deepspeed.initialize`; `deepspeed.zero.Init` is not used because it would skip
+    UniST's custom init of already-partitioned weights.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.checkpoint import checkpoint
+
+from unist.model import MoEFeedForward, UniSTConfig
+from unist.model.blocks import Block
+from unist.model.unist import UniST
+
+from .config import PretrainConfig
+from .ds_config import lr_lambda
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def enable_activation_checkpointing(model: nn.Module) -> int:
+    """Wrap every `Block.forward` in torch.utils.checkpoint (state_dict keys unchanged); returns the count."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Block):
+            forward = m.forward
+
+            def checkpointed(*args, _forward=forward, **kwargs):
+                if not torch.is_grad_enabled():
+                    return _forward(*args, **kwargs)
+                return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+            m.forward = checkpointed
+            n += 1
+    if n == 0:
+        raise RuntimeError(f"activation checkpointing found no unist.model.blocks.Block in {type(model).__name__}")
+    return n
+
+
+def build_model(cfg: PretrainConfig, model_cfg: UniSTConfig, zero_stage: int) -> UniST:
+    """UniST for `model_cfg`, prepared for `zero_stage` (the stage of the DeepSpeed JSON actually used)."""
+    model = UniST(model_cfg)
+    if cfg.model.activation_checkpointing:
+        enable_activation_checkpointing(model)
+    if zero_stage == 3 and encoder_calls_per_step(model_cfg) == 1:
+        from deepspeed.utils import set_z3_leaf_modules
+        set_z3_leaf_modules(model, [MoEFeedForward])
+    return model
+
+
+def encoder_calls_per_step(model_cfg: UniSTConfig) -> int:
+    """How often UniST.forward runs the encoder (and so each MoE layer): twice with the contrastive view."""
+    return 2 if model_cfg.objectives.contrastive > 0 else 1
+
+
+def build_engine(cfg: PretrainConfig, model: nn.Module, ds_config: dict[str, Any]):
+    """deepspeed.initialize with our param groups and, unless the JSON brings its own, our LR schedule."""
+    import deepspeed
+
+    schedule = None if "scheduler" in ds_config else (lambda opt: LambdaLR(opt, lr_lambda(cfg)))
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, cfg.optim.weight_decay),
+                                           config=ds_config, lr_scheduler=schedule)
+    return engine
