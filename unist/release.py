@@ -95,11 +95,18 @@ def consolidate(ckpt_dir: Path, tag: str) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().contiguous().clone() for k, v in sd.items()}
 
 
-def export_release(ckpt_dir: str | Path, out_dir: str | Path, tag: str | None = None) -> Path:
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_release(ckpt_dir: str | Path, out_dir: str | Path, tag: str | None = None,
+                   weights_dtype: str = "float32") -> Path:
     """Write a release folder at `out_dir` from checkpoint `tag` (default: latest) of `ckpt_dir`.
 
-    The folder is built next to `out_dir` and renamed into place, so a crash never leaves a half
-    release under the final name."""
+    weights_dtype: how the weights are stored ("float16" halves the file; they load into an fp32
+    model unless `from_pretrained(dtype=...)` says otherwise). The folder is built next to `out_dir`
+    and renamed into place, so a crash never leaves a half release under the final name."""
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise ReleaseError(f"weights_dtype={weights_dtype!r} unknown: use one of {sorted(WEIGHT_DTYPES)}")
     from safetensors.torch import save_file
 
     from unist.train.checkpoint import STATE, CheckpointManager, verify_checkpoint
@@ -111,6 +118,7 @@ def export_release(ckpt_dir: str | Path, out_dir: str | Path, tag: str | None = 
     sd = consolidate(ckpt_dir, tag)
     _check_against_config(sd, state["model_name"], state["model_config"], where=str(ckpt_dir / tag))
 
+    sd = {k: v.to(WEIGHT_DTYPES[weights_dtype]) if v.is_floating_point() else v for k, v in sd.items()}
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -120,7 +128,7 @@ def export_release(ckpt_dir: str | Path, out_dir: str | Path, tag: str | None = 
         "model_name": state["model_name"], "model_config": state["model_config"],
         "patcher_config": state["model_config"]["patch"],
         "weights": {"file": WEIGHTS, "sha256": sha256_file(tmp / WEIGHTS), "bytes": (tmp / WEIGHTS).stat().st_size,
-                    "dtype": "float32", "num_params": sum(v.numel() for v in sd.values())},
+                    "dtype": weights_dtype, "num_params": sum(v.numel() for v in sd.values())},
         "training": {"step": state["step"], "tokens_seen": state.get("tokens_seen"), "checkpoint_tag": tag,
                      "git": state.get("git") or git_commit(), "versions": state.get("versions", {}),
                      "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -265,7 +273,7 @@ def load_release(path_or_name: str | Path, device: str | torch.device | None = N
                            "download or export it again") from None
     cfg = _check_against_config(sd, config["model_name"], config["model_config"], where=str(root))
     model = UniST(cfg)
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(sd, strict=True)  # copies (and upcasts float16/bfloat16-stored weights) into fp32
     model = model.to(device=device or "cpu", dtype=dtype).eval()
     norm = _read_json(root / "normalization.json", "normalization.json") if (root / "normalization.json").exists() else {}
     data = _read_json(root / "training_data.json", "training_data.json") if (root / "training_data.json").exists() else {}
@@ -284,5 +292,34 @@ def describe(path_or_name: str | Path) -> dict[str, Any]:
     return _read_json(resolve_release(path_or_name) / "config.json", "config.json")
 
 
-__all__ = ["FORMAT_VERSION", "Release", "ReleaseError", "describe", "export_release", "from_pretrained",
+__all__ = ["FORMAT_VERSION", "WEIGHT_DTYPES", "Release", "ReleaseError", "describe", "export_release", "from_pretrained",
            "load_release"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m unist.release export CKPT_DIR OUT_DIR [--tag T] [--weights-dtype float16]` | `describe PATH`."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m unist.release")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("export", help="consolidate a (ZeRO) checkpoint folder into a release folder")
+    ex.add_argument("ckpt_dir")
+    ex.add_argument("out_dir")
+    ex.add_argument("--tag", default=None, help="checkpoint tag (default: latest)")
+    ex.add_argument("--weights-dtype", default="float32", choices=sorted(WEIGHT_DTYPES))
+    de = sub.add_parser("describe", help="print a release's config summary")
+    de.add_argument("path")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "export":
+            print(export_release(args.ckpt_dir, args.out_dir, args.tag, args.weights_dtype))
+        else:
+            print(json.dumps(describe(args.path), indent=1))
+    except ReleaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
