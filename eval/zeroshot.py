@@ -1,6 +1,6 @@
 """Cross-domain zero-shot evaluation of a unist checkpoint against classical baselines.
 
-  python eval/zeroshot.py --checkpoint unist-tiny --dataset chickenpox_hungary --out runs/eval/results.json
+  python eval/zeroshot.py --checkpoint unist-tiny --dataset metr_la_week --out runs/eval/results.json
   python eval/zeroshot.py --checkpoint random:unist_tiny --dataset metr_la_week --max-windows 50 \
       --out runs/eval/results.json --plot runs/eval/forecast.png --allow-contaminated
 

@@ -157,7 +157,7 @@ A spatio-temporal foundation model for grids, graphs and video: patched tokens -
 (d_model {mc['d_model']}, depth {mc['depth']}, {mc['moe']['num_experts']} experts top-{mc['moe']['top_k']}),
 pretrained jointly on masked reconstruction, contrastive and diffusion objectives.
 
-- parameters: {config['weights']['num_params']:,} (fp32, `{WEIGHTS}`, sha256 `{config['weights']['sha256'][:16]}...`)
+- parameters: {config['weights']['num_params']:,} (stored as {config['weights']['dtype']}, loaded as fp32; `{WEIGHTS}`, sha256 `{config['weights']['sha256'][:16]}...`)
 - trained for {tr['step']} optimizer steps, {tr.get('tokens_seen') or 'unknown'} tokens
 - source: git {tr['git'].get('commit')} (uncommitted changes: {tr['git'].get('dirty')})
 - patcher: {config['patcher_config']}
@@ -175,14 +175,17 @@ Held out (never read during training): {heldout}.
 ```python
 import unist
 model = unist.from_pretrained("{config['model_name'].replace('_', '-')}")  # or a path to this folder
-windows = [...]                                   # unist.data.STSeries, z-scored per normalization.json
-losses = model(model.patcher.patchify(windows))
+pred = model.forecast(window, horizon=12)        # window: a unist.data.STSeries in raw units
 ```
+
+The model normalises every context window by itself (instance normalisation), so raw values go in
+and come out. `normalization.json` holds the training datasets' train-split statistics, used only to
+reproduce training.
 
 ## Limitations
 
 Pretrained on a small corpus (a few public datasets plus a synthetic corpus); evaluate on your own
-data before relying on it. Values are expected z-scored per dataset (see normalization.json).
+data against simple baselines (`python eval/zeroshot.py`) before relying on it.
 """
 
 
