@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch CPU threads (on a busy shared CPU, 1 is often much faster)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=("test", "val"), default="test",
+                    help="windows over the test split (reporting) or the validation split (model selection)")
     ap.add_argument("--out", default="results.json", help="JSON path (results.md is written next to it)")
     ap.add_argument("--plot", help="PNG path for forecast-vs-truth plots")
     return ap.parse_args(argv)
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ft = None if a.finetune_fraction is None else FinetuneConfig(a.finetune_fraction, a.finetune_mode,
                                                                   a.finetune_steps, lr=a.finetune_lr, seed=a.seed)
     cfg = EvalConfig(a.checkpoint, tuple(a.dataset), a.context, a.horizon, a.stride, a.max_windows, a.num_samples,
-                     a.batch_size, a.temporal_locations, a.allow_contaminated, ft, not a.no_baselines, a.device, a.seed)
+                     a.batch_size, a.temporal_locations, a.allow_contaminated, ft, not a.no_baselines, a.device, a.seed,
+                     a.split)
     try:
         results, runs = run(cfg)
     except (ContaminationError, DataError, ReleaseError) as e:

@@ -78,7 +78,8 @@ def test_cli_end_to_end_schema_markdown_plot(tmp_path, model, single_thread):
     assert res["protocol"]["name"] == "epidemic-weekly" and res["windows"]["count"] == 6
     assert res["contaminated"] is False and res["contamination"]["heldout"] is True
     models = res["models"]
-    assert set(models) == {"unist", "unist_temporal", "last_value", "seasonal_naive", "historical_average", "ridge"}
+    assert set(models) == {"unist", "unist_anchor", "unist_temporal", "last_value", "seasonal_naive",
+                           "historical_average", "ridge"}
     for name, m in models.items():
         assert {"label", "kind", "uses_target_data", "few_shot", "contaminated", "metrics", "seconds"} <= set(m)
         assert len(m["metrics"]["mae"]["per_step"]) == 1 and np.isfinite(m["metrics"]["mae"]["avg"])
@@ -176,3 +177,28 @@ def test_temporal_only_and_video_protocol(model, single_thread):
     res = results["results"][0]
     assert res["protocol"]["video"] and res["dataset"]["shape"][1] == 64           # decoded at 64 px
     assert "psnr" in res["models"]["unist"]["metrics"] and "unist_temporal" not in res["models"]
+
+
+def test_validation_split_windows_for_model_selection(tmp_path, model, single_thread):
+    require_data(POX)
+    s = load_series(POX)
+    p = protocol_for(s)
+    val, test = make_windows(s, p, split="val"), make_windows(s, p)
+    v0, t0 = val.splits["val"].meta["split_start"], test.splits["test"].meta["split_start"]
+    assert val.starts.min() >= v0 and val.origins.max() + p.horizon <= t0  # inside the validation split
+    assert test.starts.min() >= t0
+    with pytest.raises(ValueError, match="split"):
+        EvalConfig("random:unist_tiny", (POX,), split="train")
+    rel = write_release(model, tmp_path / "rel", trained_on=[POX])
+    res, _ = run(EvalConfig(str(rel), (POX,), max_windows=3, temporal_locations=0, allow_contaminated=True,
+                            split="val"))
+    assert res["settings"]["split"] == "val" and res["results"][0]["windows"]["starts"][0] >= v0
+
+
+def test_checkpoint_selection_table():
+    from eval.select_checkpoint import describe
+    sel = {"criterion": "mean MAE ratio", "chosen": "step_00000500", "tags": [
+        {"tag": t, "score": sc, "datasets": {"a": {"unist": 1.0, "last_value": 2.0}}}
+        for t, sc in (("step_00000250", 0.6), ("step_00000500", 0.5))]}
+    table = describe(sel)
+    assert "| step_00000500 **chosen** | 1.000 (2.000) | 0.5000 |" in table

@@ -43,6 +43,16 @@ def test_temporal_mask_hides_the_last_time_patches(batch):
         assert t[hid].min() > t[~hid].max()  # every hidden patch is later than every visible one
 
 
+def test_temporal_mask_draws_every_horizon_up_to_the_ratio():
+    b = PATCHER.patchify([grid_series(t=16, h=4, w=4, seed=1)])  # 8 time patches: 1..4 hidden
+    seen = set()
+    for seed in range(60):
+        torch.manual_seed(seed)
+        m = temporal_mask(b, 0.5)
+        seen.add(int(b.t_index[m].unique().numel()))
+    assert seen == {1, 2, 3, 4}
+
+
 def test_block_mask_is_a_spatial_region_over_all_time(batch):
     m = block_mask(batch, 0.25)
     key = batch.sample_id * 10_000 + batch.space_index

@@ -47,6 +47,6 @@ def test_every_objective_loss_falls_when_overfitting_real_data():
 
 def test_anchored_model_improves_on_persistence():
     # with the persistence anchor the masked loss starts at the last-value error and must still fall
-    first, last = overfit(create_model("unist_tiny"))
+    first, last = overfit(create_model("unist_tiny"), steps=80)
     assert last["masked"] < 0.85 * first["masked"], (first["masked"], last["masked"])
     assert last["diffusion"] < 0.6 * first["diffusion"], (first["diffusion"], last["diffusion"])

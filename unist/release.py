@@ -170,6 +170,12 @@ pretrained jointly on masked reconstruction, contrastive and diffusion objective
 
 Held out (never read during training): {heldout}.
 
+## How it was made
+
+`python train/pretrain.py {_run_args(tr.get('run_config') or {})}` (the `tiny` preset plus these
+`key=value` overrides; `deepspeed train/pretrain.py ...` on several GPUs), then
+`python -m unist.release export RUN/checkpoints OUT`.
+
 ## Use
 
 ```python
@@ -178,7 +184,7 @@ model = unist.from_pretrained("{config['model_name'].replace('_', '-')}")  # or 
 pred = model.forecast(window, horizon=12)        # window: a unist.data.STSeries in raw units
 ```
 
-The model normalises every context window by itself (instance normalisation), so raw values go in
+The model normalises every context window by itself (per location and channel), so raw values go in
 and come out. `normalization.json` holds the training datasets' train-split statistics, used only to
 reproduce training.
 
@@ -187,6 +193,30 @@ reproduce training.
 Pretrained on a small corpus (a few public datasets plus a synthetic corpus); evaluate on your own
 data against simple baselines (`python eval/zeroshot.py`) before relying on it.
 """
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "overrides" and not (prefix and k.endswith("weights")):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _run_args(run_config: dict[str, Any]) -> str:
+    """The `key=value` overrides of a run's config against the default (tiny) preset, i.e. its command line."""
+    from unist.train.config import PretrainConfig  # late: the training package is only needed here
+
+    if not run_config:
+        return "(run configuration not recorded)"
+    base, run = _flat(PretrainConfig().to_dict()), _flat(run_config)
+    skip = {"name", "out_dir", "resume", "data.data_dir", "model.overrides"}
+    fmt = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else json.dumps(v) if isinstance(v, dict) else str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
+    args = [f"{k}={fmt(v)}" for k, v in run.items() if k not in skip and base.get(k) != v]
+    args += [f"model.{k}={fmt(v)}" for k, v in (run_config.get("model", {}).get("overrides") or {}).items()]
+    return " ".join(args)
 
 
 # ---------------------------------------------------------------------------------- load

@@ -8,6 +8,9 @@ per window) out of the memory-bound regime, where 32 windows per pass were 2x sl
 than 8. The model normalises every context window by itself (instance normalisation with the
 context's own observed mean/std), so nothing from the target's training split is read.
 
+`anchor_forecast` is the ablation "what does the network add?": the model's anchor alone, its four
+classical candidates weighted by their in-context backtest (no Transformer output).
+
 `temporal_forecast` is the ablation "does space help?": every location is forecast on its own, as a
 one-node graph (graph data) or a 1x1 grid (grid data), so the model sees only that location's past.
 It costs ~n_space times more tokens, so it runs on a seeded sample of locations; the other
@@ -43,12 +46,13 @@ def _chunks(windows: list[STSeries], horizon: int, size: int, max_cells: int = M
 
 
 def forecast_windows(model, windows: list[STSeries], horizon: int, batch_size: int,
-                     num_samples: int = 0) -> np.ndarray:
+                     num_samples: int = 0, anchor_only: bool = False) -> np.ndarray:
     """Stacked forecasts of `windows`: [B, H, *sp, C], or [m, B, H, *sp, C] with num_samples = m > 0."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    kw = {"anchor_only": True} if anchor_only else {}
     out = [f for chunk in _chunks(windows, horizon, batch_size)
-           for f in model.forecast_batch(chunk, horizon, num_samples)]
+           for f in model.forecast_batch(chunk, horizon, num_samples, **kw)]
     stacked = np.stack(out).astype(np.float32)
     return np.moveaxis(stacked, 1, 0) if num_samples else stacked
 
@@ -59,6 +63,16 @@ def unist_forecast(model, windows: EvalWindows, horizon: int, batch_size: int = 
     point = forecast_windows(model, windows.contexts, horizon, batch_size)
     samples = forecast_windows(model, windows.contexts, horizon, batch_size, num_samples) if num_samples else None
     return point, samples
+
+
+def anchor_forecast(model, windows: EvalWindows, horizon: int, batch_size: int = 32) -> np.ndarray:
+    """[B, H, *sp, C] from the model's anchor alone (candidates weighted by the in-context backtest)."""
+    return forecast_windows(model, windows.contexts, horizon, batch_size, anchor_only=True)
+
+
+def has_gated_anchor(model) -> bool:
+    """Whether `model` has the backtest-weighted anchor (releases from before it do not)."""
+    return getattr(model, "anchor_gate", None) is not None
 
 
 def location_series(window: STSeries, index: int) -> STSeries:
@@ -99,4 +113,4 @@ def temporal_forecast(model, windows: EvalWindows, horizon: int, locations: np.n
     return out.reshape(shape)
 
 
-__all__ = ["forecast_windows", "location_series", "sample_locations", "temporal_forecast", "unist_forecast"]
+__all__ = ["anchor_forecast", "forecast_windows", "has_gated_anchor", "location_series", "sample_locations", "temporal_forecast", "unist_forecast"]

@@ -71,17 +71,18 @@ PROTOCOLS: dict[tuple[str | None, str | None, float | None], Protocol] = {
         reference="DCRNN (Li et al. 2018) / Graph WaveNet: 12 x 5 min in, 12 out; horizons 15/30/60 min; "
                   "a speed of 0 marks a sensor failure (DCRNN masked metrics, null_val=0)"),
     ("grid", None, 60.0): Protocol(
-        "grid-hourly", 12, 12, season=24, report_steps=(1, 3, 6, 12), mape_min=5.0,
-        reference="UniST (Yuan et al. 2024) short-term setting: 12 steps in, 12 out (crowd/bike flow grids); "
-                  "MAPE over flows > 5 as in ST-SSL's test_metrics"),
+        "grid-hourly", 48, 12, season=24, report_steps=(1, 3, 6, 12), mape_min=5.0,
+        reference="crowd/bike flow grids: 12 steps out as in UniST's short-term setting, two days in so the "
+                  "context holds the same hours of the previous days (ST-ResNet's closeness + period inputs, "
+                  "STDN's periodic window); MAPE over flows > 5 as in ST-SSL's test_metrics"),
     ("grid", None, 30.0): Protocol(
-        "grid-30min", 12, 12, season=48, report_steps=(1, 3, 6, 12), mape_min=5.0,
-        reference="UniST short-term setting (12 in, 12 out) at 30 min (NYC bike 2 / STDN's 30-min slots); "
+        "grid-30min", 96, 12, season=48, report_steps=(1, 3, 6, 12), mape_min=5.0,
+        reference="grid-hourly at 30-min slots (NYC bike 2 / STDN): two days (96 steps) in, 12 out; "
                   "MAPE over flows > 5 as in ST-SSL"),
     ("grid", "weather", 60.0): Protocol(
-        "weather-hourly", 24, 24, season=24, report_steps=(1, 6, 12, 24),
-        reference="one day in, one day out of hourly ERA5 fields (short-range, WeatherBench-style lead times "
-                  "up to 24 h)"),
+        "weather-hourly", 48, 24, season=24, report_steps=(1, 6, 12, 24),
+        reference="two days in, one day out of hourly ERA5 fields (short-range, WeatherBench-style lead times "
+                  "up to 24 h; the context holds the diurnal cycle twice)"),
     ("graph", "epidemic", WEEK): Protocol(
         "epidemic-weekly", 4, 1, season=52, report_steps=(1,), mape_min=None,
         reference="PyTorch Geometric Temporal ChickenpoxDatasetLoader(lags=4): 4 weeks in, next week out; "

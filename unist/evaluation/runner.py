@@ -25,10 +25,10 @@ from unist.data.video import VIDEO_SUFFIXES
 from .baselines import run_baselines
 from .checkpoints import Checkpoint, ContaminationError, load_checkpoint
 from .finetune import FinetuneConfig, finetune
-from .forecasters import sample_locations, temporal_forecast, unist_forecast
+from .forecasters import anchor_forecast, has_gated_anchor, sample_locations, temporal_forecast, unist_forecast
 from .metrics import point_metrics, probabilistic_metrics, psnr
 from .protocols import Protocol, load_options, protocol_for
-from .windows import EvalWindows, make_windows
+from .windows import SPLITS, EvalWindows, make_windows
 
 SCHEMA_VERSION = 1
 
@@ -51,8 +51,11 @@ class EvalConfig:
     baselines: bool = True
     device: str = "cpu"
     seed: int = 0
+    split: str = "test"
 
     def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split={self.split!r}: use 'test' (reporting) or 'val' (model selection only)")
         if not self.datasets:
             raise ValueError("give at least one dataset (--dataset NAME|FILE.npz|VIDEO)")
         if self.num_samples < 0 or self.temporal_locations < 0:
@@ -111,6 +114,11 @@ def model_runs(ckpt: Checkpoint, w: EvalWindows, p: Protocol, cfg: EvalConfig) -
     h, model = p.horizon, ckpt.model
     (point, samples), dt = _timed(lambda: unist_forecast(model, w, h, cfg.batch_size, cfg.num_samples))
     runs = [ModelRun("unist", f"unist zero-shot ({ckpt.model_name})", "zero-shot", point, samples=samples, seconds=dt)]
+    if has_gated_anchor(model):
+        pred, dt = _timed(lambda: anchor_forecast(model, w, h, cfg.batch_size))
+        runs.append(ModelRun("unist_anchor", "unist anchor only (no network)", "ablation", pred, seconds=dt,
+                             info={"notes": "the anchor's candidates (last value, smoothed, seasonal, level-corrected "
+                                            "seasonal) weighted by the in-context backtest alone, zero-shot"}))
     if cfg.temporal_locations and not p.video:
         locs = sample_locations(w.series.num_nodes, cfg.temporal_locations, cfg.seed)
         pred, dt = _timed(lambda: temporal_forecast(model, w, h, locs))
@@ -188,7 +196,7 @@ def evaluate_dataset(ckpt: Checkpoint, source: str, cfg: EvalConfig) -> DatasetR
             "Evaluate on a held-out dataset, or pass --allow-contaminated to run anyway (results flagged "
             "contaminated)")
     p = protocol_for(series, cfg.context, cfg.horizon, cfg.stride)
-    w = make_windows(series, p, cfg.max_windows)
+    w = make_windows(series, p, cfg.max_windows, cfg.split)
     runs = model_runs(ckpt, w, p, cfg)
     contaminated = audit["contaminated"] is not False
     mask = score_mask(w, p, runs)

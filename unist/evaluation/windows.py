@@ -47,14 +47,21 @@ class EvalWindows:
         return self.splits["train"]
 
 
-def make_windows(series: STSeries, protocol: Protocol, max_windows: int | None = None) -> EvalWindows:
-    """Test windows of `series` under `protocol` (see module docstring)."""
+SPLITS = ("test", "val")
+
+
+def make_windows(series: STSeries, protocol: Protocol, max_windows: int | None = None,
+                 split: str = "test") -> EvalWindows:
+    """Windows of `series` under `protocol` over its test split (or, for model selection, its validation
+    split: steps 60-80 %) (see module docstring)."""
+    if split not in SPLITS:
+        raise DataError(f"split={split!r}: evaluate on 'test' (the last 20 %) or 'val' (60-80 %, model selection)")
     splits = split_series(series)
-    test = splits["test"]
+    test = splits[split]
     c, h = protocol.context, protocol.horizon
     wins = list(sliding_windows(test, c, h, protocol.stride))
     if not wins:
-        raise DataError(f"dataset {series.name!r}: its test split ({test.num_steps} steps, the last 20%) holds no "
+        raise DataError(f"dataset {series.name!r}: its {split} split ({test.num_steps} steps) holds no "
                         f"gap-free window of context {c} + horizon {h}; lower --context/--horizon")
     available = len(wins)
     if max_windows is not None:
@@ -73,4 +80,4 @@ def make_windows(series: STSeries, protocol: Protocol, max_windows: int | None =
         available=available)
 
 
-__all__ = ["EvalWindows", "make_windows"]
+__all__ = ["SPLITS", "EvalWindows", "make_windows"]

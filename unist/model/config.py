@@ -50,7 +50,8 @@ class MaskingConfig:
     """Masks for the masked / diffusion objectives and the contrastive views.
 
     strategies: drawn uniformly per sample at every step, from MASK_STRATEGIES.
-    ratio: fraction of tokens (random/tube/block) or time patches (temporal) hidden from the encoder.
+    ratio: fraction of tokens (random/tube/block) hidden from the encoder, or the most time patches
+        (temporal: 1..ceil(ratio * n_time), drawn per sample).
     cell_ratio: fraction of the observed cells of *visible* tokens hidden as well and reconstructed,
         which teaches the model to fill scattered missing values (used by `impute`).
     """
@@ -80,16 +81,28 @@ class ObjectiveConfig:
     flow_steps: int = 8
 
 
+MASKED_LOSSES = ("huber", "mse", "mae")
+
+# Fields added after the first release: a saved config without them takes these values, so an older
+# checkpoint keeps the behaviour it was trained with (the dataclass defaults are for new models).
+LEGACY_DEFAULTS: dict[str, Any] = {"norm_scope": "sample", "gated_anchor": False}
+
+
 @dataclass
 class UniSTConfig:
     """The whole model. Encoder: depth x (attention + MoE FFN) at width d_model; decoder: a light dense
     Transformer at decoder_dim (MAE style) feeding the reconstruction head and the diffusion head.
 
-    instance_norm / norm_clip: per-sample, per-channel normalisation with the stats of what the encoder
-    sees, normalised values clipped to +-norm_clip (a flat context, e.g. zero night-time flow, would
-    otherwise turn the next reading into a 1000-sigma target). persistence_anchor: hidden tokens are
-    predicted as a residual on the last seen value of their spatial patch (`anchor.py`).
-    masked_loss: 'huber' (delta 1, robust to outliers as in Time-MoE) or 'mse'.
+    instance_norm / norm_scope / norm_floor / norm_clip: normalisation with the stats of what the
+    encoder sees, per 'location' (each grid cell / graph node / pixel and channel, RevIN per variate;
+    std floored at norm_floor x the sample's std) or per 'sample' (and channel); normalised values are
+    clipped to +-norm_clip (a flat context, e.g. zero night-time flow, would otherwise turn the next
+    reading into a 1000-sigma target). persistence_anchor: hidden tokens are predicted as a residual
+    on the last seen value of their spatial patch; gated_anchor: plus gated corrections towards the
+    smoothed last token, the same patch one day earlier and a level shift (`anchor.py`);
+    persistence_anchor=False switches the whole anchor off.
+    masked_loss: 'huber' (delta 1, robust to outliers as in Time-MoE), 'mse', or 'mae' (masked MAE as in
+    DCRNN / Graph WaveNet: the median, what MAE-scored forecasts of skewed counts want).
     """
 
     d_model: int = 128
@@ -112,8 +125,11 @@ class UniSTConfig:
     domain_buckets: int = 64
     fourier_freqs: int = 8
     instance_norm: bool = True
+    norm_scope: str = "location"
+    norm_floor: float = 0.1
     norm_clip: float = 10.0
     persistence_anchor: bool = True
+    gated_anchor: bool = True
     masked_loss: str = "huber"
     seed: int = 0
 
@@ -123,6 +139,8 @@ class UniSTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UniSTConfig":
         d = dict(d)
+        for key, legacy in LEGACY_DEFAULTS.items():  # a config saved before `key` existed ran the legacy way
+            d.setdefault(key, legacy)
         subs = {"moe": MoEConfig, "patch": PatcherConfig, "masking": MaskingConfig, "objectives": ObjectiveConfig}
         for key, sub in subs.items():
             if isinstance(d.get(key), dict):
@@ -146,8 +164,12 @@ class UniSTConfig:
                                   f"so that {dim_name} % {heads_name} == 0")
         if self.norm_clip <= 0:
             raise ConfigError(f"norm_clip={self.norm_clip} must be > 0 (normalised values are clipped to +-norm_clip)")
-        if self.masked_loss not in ("huber", "mse"):
-            raise ConfigError(f"masked_loss={self.masked_loss!r} unknown: use 'huber' or 'mse'")
+        if self.norm_scope not in ("location", "sample"):
+            raise ConfigError(f"norm_scope={self.norm_scope!r} unknown: use 'location' (per cell/node) or 'sample'")
+        if not 0.0 <= self.norm_floor <= 1.0:
+            raise ConfigError(f"norm_floor={self.norm_floor} must be in [0, 1] (a fraction of the sample's std)")
+        if self.masked_loss not in MASKED_LOSSES:
+            raise ConfigError(f"masked_loss={self.masked_loss!r} unknown: use one of {MASKED_LOSSES}")
         if self.mlp_ratio <= 0:
             raise ConfigError(f"mlp_ratio={self.mlp_ratio} must be > 0")
         if not 0.0 <= self.dropout < 1.0:

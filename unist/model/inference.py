@@ -1,8 +1,8 @@
 """Inference on raw series: `forecast`, `impute` and `embed` (mixed into `UniST`).
 
 Every call patchifies with the model's own patcher, so any grid, graph or video window works, and
-normalises per window and channel with the observed context (instance normalisation, RevIN style),
-de-normalising the outputs again. Forecasting is masked reconstruction of the future time patches:
+normalises per location and channel with the observed context (instance normalisation, RevIN per
+variate), de-normalising the outputs again. Forecasting is masked reconstruction of the future time patches:
 the context is cropped at the front to whole time patches (the oldest T mod tau steps are dropped),
 `horizon` unobserved steps (rounded up to whole patches) are appended, the future patches are hidden
 from the encoder, and the decoder's prediction of them is mapped back with `unpatchify`.
@@ -61,7 +61,7 @@ class InferenceMixin:
     def _encode_decode(self, batch: TokenBatch, keep: torch.Tensor):
         """Normalise with the kept tokens' observed cells, encode them, decode everything.
 
-        Returns (normalised batch, decoder features (L, dd), persistence anchor (L, S, C), mean (B, C), std (B, C))."""
+        Returns (normalised batch, decoder features (L, dd), anchor parts, mean (L, S, C), std (L, S, C))."""
         batch = self.prepare(batch)
         seen = batch.mask & keep[:, None, None]
         batch, mean, std = self.normalise_batch(batch, seen)
@@ -78,12 +78,17 @@ class InferenceMixin:
             raise TypeError(f"forecast needs an STSeries window, got {type(window).__name__}")
         return self.forecast_batch([window], horizon, num_samples)[0]
 
-    def forecast_batch(self, windows: list[STSeries], horizon: int, num_samples: int = 0) -> list[np.ndarray]:
+    def forecast_batch(self, windows: list[STSeries], horizon: int, num_samples: int = 0,
+                       anchor_only: bool = False) -> list[np.ndarray]:
         """`forecast` for many windows in one packed pass (any mix of layouts, sizes and context lengths).
 
         Attention never crosses samples, routing is per token and normalisation per sample, so item i
         equals `forecast(windows[i], ...)` (up to float round-off) at a fraction of the cost.
+        anchor_only: the ablation "what does the network add?": the anchor weighted by its in-context
+        backtest alone (no head output, no decoder term in the weights; point forecasts only).
         """
+        if anchor_only and num_samples:
+            raise ValueError("anchor_only gives point forecasts only: use num_samples=0")
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
         if num_samples < 0:
@@ -108,14 +113,15 @@ class InferenceMixin:
         keep = batch.t_index < n_ctx[batch.sample_id]  # (L,) context tokens; the future ones are hidden
         with eval_mode(self):
             nb, h, anchor, mean, std = self._encode_decode(batch, keep)
-            z = self.reconstruct(h, nb, anchor)  # (L, S, C) normalised
+            z = self.reconstruct(h, nb, anchor, anchor_only)  # (L, S, C) normalised
             if num_samples:
                 hid = ~keep
                 draws = self.flow.sample(h[hid].repeat(num_samples, 1), z.shape[-1], self.config.objectives.flow_steps)
-                draws = draws.view(num_samples, -1, *draws.shape[1:]) + anchor[hid]  # residuals on the anchor
+                base = self.anchor_value(h, anchor)[hid]
+                draws = draws.view(num_samples, -1, *draws.shape[1:]) + base  # residuals on the anchor
                 z = z.expand(num_samples, *z.shape).clone()  # (n, L, S, C)
                 z[:, hid] = draws.to(z.dtype)
-            y = denormalise(z, mean, std, batch.sample_id).float().cpu()
+            y = denormalise(z, mean, std).float().cpu()
         steps = [slice(c.num_steps, c.num_steps + horizon) for c in ctxs]
         if not num_samples:
             return [f[s] for f, s in zip(self.patcher.unpatchify(y.numpy(), batch), steps)]
@@ -137,7 +143,7 @@ class InferenceMixin:
         keep = batch.mask.flatten(1).any(dim=1)  # (L,) tokens with something observed
         with eval_mode(self):
             nb, h, anchor, mean, std = self._encode_decode(batch, keep)
-            y = denormalise(self.reconstruct(h, nb, anchor), mean, std, batch.sample_id).float().cpu()
+            y = denormalise(self.reconstruct(h, nb, anchor), mean, std).float().cpu()
         full = self.patcher.unpatchify(y.numpy(), batch)[0]
         filled = np.where(series.mask, series.values, full).astype(np.float32)
         meta = {**series.meta, "imputed": ~series.mask}

@@ -1,4 +1,5 @@
-"""Loss pieces on packed batches: per-sample instance normalisation, masked MSE, pooling, InfoNCE.
+"""Loss pieces on packed batches: instance normalisation (per sample or per location), masked losses,
+pooling, InfoNCE.
 
 Missing values never reach a loss: every function takes an explicit observed-weight and selects with
 `torch.where` (a NaN times a 0 weight would still be NaN), and `UniST` zeroes unobserved values once
@@ -30,19 +31,60 @@ def instance_stats(values: torch.Tensor, mask: torch.Tensor, sample_id: torch.Te
     return torch.where(seen, mean, torch.zeros_like(mean)), torch.where(seen, std, torch.ones_like(std))
 
 
+def location_stats(values: torch.Tensor, mask: torch.Tensor, sample_id: torch.Tensor, space_index: torch.Tensor,
+                   num_samples: int, tau: int, min_std: float = 1e-2,
+                   floor: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-location (RevIN per variate) mean and std of the values where `mask` is True, broadcast to (L, S, C).
+
+    A location is one spatial slot of one spatial patch of one sample (a grid cell, a graph node, a
+    pixel); its statistics pool the location's observed values over every token in time. A location
+    with fewer than 2 observations takes its sample's statistics; every std is floored at
+    max(min_std, floor * sample std), so a location that was flat in the context (a closed station, a
+    dark pixel) cannot turn its next reading into a 1000-sigma target.
+    """
+    L, S, C = values.shape
+    if L == 0:
+        return values.new_zeros(L, S, C), values.new_ones(L, S, C)
+    P = S // tau
+    s_mean, s_std = instance_stats(values, mask, sample_id, num_samples, min_std)  # (B, C)
+    n_space = int(space_index.max()) + 1
+    group = sample_id * n_space + space_index  # (L,)
+    G = num_samples * n_space
+    m = mask.view(L, tau, P, C)
+    v = torch.where(m, values.view(L, tau, P, C), torch.zeros_like(values).view(L, tau, P, C))
+    count = values.new_zeros(G, P, C).index_add_(0, group, m.sum(1).to(values.dtype))  # (G, P, C)
+    mean = values.new_zeros(G, P, C).index_add_(0, group, v.sum(1)) / count.clamp(min=1)
+    dev = torch.where(m, v - mean[group][:, None], torch.zeros_like(v))
+    var = values.new_zeros(G, P, C).index_add_(0, group, dev.pow(2).sum(1)) / count.clamp(min=1)
+    enough = count[group] >= 2  # (L, P, C)
+    sm, ss = s_mean[sample_id][:, None, :], s_std[sample_id][:, None, :]  # (L, 1, C)
+    loc_mean = torch.where(enough, mean[group], sm)
+    loc_std = torch.where(enough, var[group].sqrt(), ss)
+    loc_std = torch.maximum(loc_std, (floor * ss).clamp(min=min_std))
+    expand = lambda x: x.unsqueeze(1).expand(L, tau, P, C).reshape(L, S, C)  # noqa: E731
+    return expand(loc_mean), expand(loc_std)
+
+
 def normalise(values: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-              sample_id: torch.Tensor, clip: float | None = None) -> torch.Tensor:
-    """(values - mean) / std per sample and channel where observed (clipped to +-clip), 0 elsewhere. (L, S, C)."""
-    z = (values - mean[sample_id][:, None, :]) / std[sample_id][:, None, :]
+              clip: float | None = None) -> torch.Tensor:
+    """(values - mean) / std where observed (clipped to +-clip), 0 elsewhere. mean/std (L, S, C), as
+    `location_stats` returns (or `per_token` of per-sample stats). -> (L, S, C)."""
+    z = (values - mean) / std
     if clip is not None:
         z = z.clamp(-clip, clip)
     return torch.where(mask, z, torch.zeros_like(z))
 
 
-def denormalise(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, sample_id: torch.Tensor) -> torch.Tensor:
-    """Inverse of `normalise` for predictions z (..., L, S, C) (every entry, observed or not)."""
+def per_token(stat: torch.Tensor, sample_id: torch.Tensor, slots: int) -> torch.Tensor:
+    """Per-sample statistics (B, C) broadcast to every token slot (L, S, C)."""
+    x = stat[sample_id][:, None, :]
+    return x.expand(x.shape[0], slots, x.shape[2])
+
+
+def denormalise(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Inverse of `normalise` for predictions z (..., L, S, C') (every entry, observed or not); C' <= C."""
     c = z.shape[-1]
-    return z * std[sample_id][:, None, :c] + mean[sample_id][:, None, :c]
+    return z * std[..., :c] + mean[..., :c]
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -55,6 +97,15 @@ def masked_huber(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
     """Huber loss (delta) over the entries where `weight` (bool, same shape) is True; 0 if there are none."""
     diff = torch.where(weight, pred - target, torch.zeros_like(pred)).abs()
     err = torch.where(diff < delta, 0.5 * diff.pow(2), delta * (diff - 0.5 * delta))
+    return err.sum() / weight.sum().clamp(min=1)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the entries where `weight` (bool, same shape) is True; 0 if there are none.
+
+    The loss of the traffic forecasting literature (DCRNN, Graph WaveNet: masked MAE): its minimiser is
+    the conditional median, which is what an MAE-scored forecast of skewed counts should be."""
+    err = torch.where(weight, pred - target, torch.zeros_like(pred)).abs()
     return err.sum() / weight.sum().clamp(min=1)
 
 

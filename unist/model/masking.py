@@ -5,7 +5,8 @@ A mask is (L,) bool, True = hidden from the encoder. Every sample of the batch d
   random    any `ratio` of the sample's tokens (exact count);
   tube      `ratio` of the sample's spatial patches, hidden at every time patch (spatial kriging);
   block     a square region of side sqrt(ratio) of the [0, 1]^2 coordinate space, over all time;
-  temporal  the last ceil(ratio * n_time) time patches (forecasting the future).
+  temporal  the last k time patches, k uniform on 1..ceil(ratio * n_time) per sample (forecasting the
+            future at every horizon, from contexts of every length).
 A sample keeps at least one visible and (if it has >= 2 tokens) one hidden token: when its strategy
 cannot do that (one spatial patch for tube/block, one time patch for temporal) it falls back to random.
 All sampling uses the global torch RNG on the batch's device, so `torch.manual_seed` reproduces it.
@@ -77,7 +78,9 @@ def block_mask(batch: TokenBatch, ratio: float) -> torch.Tensor:
 def temporal_mask(batch: TokenBatch, ratio: float) -> torch.Tensor:
     sid = batch.sample_id
     n_time = per_sample_max(batch.t_index, sid, batch.num_samples) + 1  # (B,)
-    k = torch.minimum(torch.ceil(ratio * n_time.double()).long().clamp(min=1), n_time - 1)
+    k_max = torch.minimum(torch.ceil(ratio * n_time.double()).long().clamp(min=1), n_time - 1)
+    u = torch.rand(batch.num_samples, device=sid.device, dtype=torch.float64)
+    k = torch.minimum((u * k_max).long() + 1, k_max)  # uniform on 1..k_max: short and long horizons alike
     return batch.t_index >= (n_time - k)[sid]
 
 

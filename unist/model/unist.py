@@ -14,8 +14,10 @@
                dropping, amplitude scaling and jitter;
   moe_aux, moe_z  router load-balancing and z losses (mean over encoder layers and passes);
   loss         the weighted sum (weights from `ObjectiveConfig` / `MoEConfig`).
-Values are normalised per sample and channel with the statistics of what the encoder sees (no leak
-of hidden targets). `forecast`, `impute` and `embed` live in `unist.model.inference`.
+Values are normalised per location (or per sample) and channel with the statistics of what the
+encoder sees (no leak of hidden targets), and hidden tokens are predicted as a residual on an anchor
+that weights last value, smoothed last value, seasonal naive and level-corrected seasonal naive by
+an in-context backtest (`anchor.py`). `forecast`, `impute` and `embed` live in `unist.model.inference`.
 """
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ from .blocks import Transformer
 from .config import MoEConfig, UniSTConfig
 from .diffusion import FlowHead
 from .inference import InferenceMixin
-from .anchor import persistence_anchor
-from .losses import info_nce, instance_stats, masked_huber, masked_mse, normalise, pool_samples
+from .anchor import CANDIDATES, GATE_FEATURES, AnchorParts, anchor_parts, gate_init
+from .losses import (info_nce, instance_stats, location_stats, masked_huber, masked_l1, masked_mse, normalise,
+                     per_token, pool_samples)
 from .masking import random_mask, sample_mask
 from .moe import MoEFeedForward, MoEStats
 from .position import TokenPosition
@@ -60,6 +63,12 @@ class UniST(InferenceMixin, nn.Module):
             self.decoder = Transformer(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio,
                                        MoEConfig(dense=True), cfg.attn_backend, cfg.dropout)
             self.head = PatchHead(cfg.decoder_dim, cfg.max_channels, d_hidden=cfg.decoder_dim)
+            # per-token weights of the seasonal and level terms (absent without them: older releases load as saved)
+            # per-token gates of the anchor's smoothed / seasonal / level parts: from the decoder features and from
+            # the in-context backtest features (absent without them: older releases load as saved)
+            gated = cfg.persistence_anchor and cfg.gated_anchor
+            self.anchor_gate = nn.Linear(cfg.decoder_dim, CANDIDATES) if gated else None
+            self.anchor_gate_feats = nn.Linear(GATE_FEATURES, CANDIDATES) if gated else None
             self.flow = FlowHead(slots, cfg.decoder_dim, cfg.diffusion_dim, cfg.diffusion_depth, cfg.max_channels)
             self.projector = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
                                            nn.Linear(cfg.d_model, cfg.objectives.proj_dim))
@@ -83,6 +92,10 @@ class UniST(InferenceMixin, nn.Module):
             last = [m for m in self.head.out.modules() if isinstance(m, nn.Linear)][-1]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        if self.anchor_gate is not None:  # gates start from the in-context backtest rule (`anchor.gate_init`)
+            nn.init.zeros_(self.anchor_gate.weight)
+            nn.init.zeros_(self.anchor_gate.bias)
+            gate_init(self.anchor_gate_feats.weight, self.anchor_gate_feats.bias)
 
     # ------------------------------------------------------------------ helpers
     def prepare(self, batch: TokenBatch) -> TokenBatch:
@@ -98,12 +111,18 @@ class UniST(InferenceMixin, nn.Module):
         return replace(batch, values=values)
 
     def normalise_batch(self, batch: TokenBatch, seen: torch.Tensor) -> tuple[TokenBatch, torch.Tensor, torch.Tensor]:
-        """Instance-normalise with the stats of the cells where `seen` (L, S, C) is True -> (batch, mean, std (B, C))."""
-        B, C = batch.num_samples, batch.values.shape[-1]
+        """Instance-normalise with the stats of the cells where `seen` (L, S, C) is True, per location or per
+        sample (`config.norm_scope`) -> (batch, mean, std), mean/std (L, S, C) for `denormalise`."""
+        v = batch.values
         if not self.config.instance_norm:
-            return batch, batch.values.new_zeros(B, C), batch.values.new_ones(B, C)
-        mean, std = instance_stats(batch.values, seen, batch.sample_id, B)
-        z = normalise(batch.values, batch.mask, mean, std, batch.sample_id, self.config.norm_clip)
+            return batch, torch.zeros_like(v), torch.ones_like(v)
+        if self.config.norm_scope == "location":
+            mean, std = location_stats(v, seen, batch.sample_id, batch.space_index, batch.num_samples,
+                                       self.config.patch.time_patch, floor=self.config.norm_floor)
+        else:
+            mean, std = instance_stats(v, seen, batch.sample_id, batch.num_samples)
+            mean, std = per_token(mean, batch.sample_id, v.shape[1]), per_token(std, batch.sample_id, v.shape[1])
+        z = normalise(v, batch.mask, mean, std, self.config.norm_clip)
         return replace(batch, values=z), mean, std
 
     @staticmethod
@@ -131,17 +150,35 @@ class UniST(InferenceMixin, nn.Module):
         h, _ = self.decoder(x, batch.cu_seqlens, batch.max_seqlen, batch.layout_id)
         return h  # (L, dd)
 
-    def anchor(self, batch: TokenBatch, seen: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Persistence anchor (L, S, C) of the normalised `batch` (zeros when the option is off)."""
-        if not self.config.persistence_anchor:
-            return torch.zeros_like(batch.values)
-        return persistence_anchor(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
-                                  self.config.patch.time_patch)
+    def anchor(self, batch: TokenBatch, seen: torch.Tensor, keep: torch.Tensor) -> AnchorParts:
+        """Anchor parts (L, S, C) of the normalised `batch` (`anchor.py`; zeros for the parts switched off)."""
+        cfg = self.config
+        if not cfg.persistence_anchor:
+            z = torch.zeros_like(batch.values)
+            return AnchorParts(z, z, z, z)
+        return anchor_parts(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
+                            cfg.patch.time_patch, batch.time_feats, batch.has_time, batch.cu_seqlens,
+                            gated=cfg.gated_anchor)
 
-    def reconstruct(self, h: torch.Tensor, batch: TokenBatch, anchor: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder features (L, dd) -> point prediction of every slot (L, S, C), in normalised units."""
+    def anchor_value(self, h: torch.Tensor, parts: AnchorParts, use_decoder: bool = True) -> torch.Tensor:
+        """The anchor (L, S, C): the candidates weighted by a softmax over logits from the in-context backtest
+        features and (unless use_decoder=False) the decoder features h (L, dd)."""
+        if self.anchor_gate is None:
+            return parts.persist
+        logits = self.anchor_gate_feats(parts.gate_inputs().float())  # (L, 4)
+        if use_decoder:
+            logits = logits + self.anchor_gate(h).float()
+        return parts.combine(parts.weights(logits))
+
+    def reconstruct(self, h: torch.Tensor, batch: TokenBatch, anchor: AnchorParts | None = None,
+                    anchor_only: bool = False) -> torch.Tensor:
+        """Decoder features (L, dd) -> point prediction of every slot (L, S, C), in normalised units.
+
+        anchor_only: the anchor weighted by the backtest features alone, no network output (an ablation)."""
+        if anchor_only:
+            return self.anchor_value(h, anchor, use_decoder=False)
         out = self.head(h, batch.rel_pos, batch.values.shape[-1])
-        return out if anchor is None else out + anchor
+        return out if anchor is None else out + self.anchor_value(h, anchor)
 
     @staticmethod
     def encoder_view(batch: TokenBatch, seen: torch.Tensor, keep: torch.Tensor) -> TokenBatch:
@@ -166,7 +203,7 @@ class UniST(InferenceMixin, nn.Module):
         return replace(batch, values=v).select(keep)
 
     def forward_loss(self, batch: TokenBatch, pred: torch.Tensor | None, h: torch.Tensor | None,
-                     hidden: torch.Tensor, hidden_cells: torch.Tensor, anchor: torch.Tensor) -> dict[str, torch.Tensor]:
+                     hidden: torch.Tensor, hidden_cells: torch.Tensor, anchor: AnchorParts) -> dict[str, torch.Tensor]:
         """Masked-reconstruction and diffusion losses on normalised `batch` values (observed entries only).
 
         The diffusion head generates the residual of the hidden tokens on their persistence anchor."""
@@ -174,10 +211,11 @@ class UniST(InferenceMixin, nn.Module):
         out = {"masked": zero, "diffusion": zero}
         if pred is not None:
             target_w = batch.mask & (hidden[:, None, None] | hidden_cells)  # (L, S, C)
-            loss_fn = masked_huber if self.config.masked_loss == "huber" else masked_mse
+            loss_fn = {"huber": masked_huber, "mse": masked_mse, "mae": masked_l1}[self.config.masked_loss]
             out["masked"] = loss_fn(pred, batch.values, target_w)
         if o.diffusion > 0:
-            residual = batch.values[hidden] - anchor[hidden]
+            base = self.anchor_value(h, anchor).detach()  # the flow models the residual, not the gates
+            residual = batch.values[hidden] - base[hidden]
             out["diffusion"] = self.flow.loss(residual, batch.mask[hidden], h[hidden])
         return out
 
@@ -200,7 +238,7 @@ class UniST(InferenceMixin, nn.Module):
 
         out: dict[str, torch.Tensor] = {}
         pred = h = None
-        anchor = self.anchor(batch, seen, keep)  # (L, S, C) persistence prior of the hidden tokens
+        anchor = self.anchor(batch, seen, keep)  # persistence / seasonal priors of the hidden tokens
         if need_decoder:
             h = self.forward_decoder(latent, batch, keep)  # (L, dd)
             pred = self.reconstruct(h, batch, anchor) if o.masked > 0 else None

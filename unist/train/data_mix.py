@@ -36,8 +36,8 @@ SYNTHETIC = "synthetic"
 # ---------------------------------------------------------------------------------- sources
 @dataclass
 class Source:
-    """One mixture component. Real: `series` is its normalised training split and `starts` the window
-    starts that do not straddle a gap; synthetic: `corpus` makes a fresh series per draw."""
+    """One mixture component. Real: `series` is its normalised training split and `starts` the starts of
+    windows of `window` steps that do not straddle a gap; synthetic: `corpus` makes a fresh series per draw."""
 
     name: str
     layout: str | None  # None: the synthetic corpus (all layouts)
@@ -46,6 +46,21 @@ class Source:
     starts: np.ndarray | None = None
     corpus: SyntheticCorpus | None = None
     record: dict[str, Any] = field(default_factory=dict)  # what the checkpoint/release lists
+    window: int = 0  # steps per window of a real source (data.window, or less where gaps force it)
+
+
+MIN_WINDOW = 8  # the shortest window worth training on (two time patches at tau = 4)
+
+
+def window_starts(series: STSeries, window: int) -> tuple[int, np.ndarray]:
+    """(length, starts) of gap-free windows: `window` steps if any exist, else the longest length that
+    halving reaches (>= MIN_WINDOW; a series cut by gaps, like GeoLife's sessions); starts may be empty."""
+    length = min(window, series.num_steps)
+    while True:
+        starts = np.array([w.meta["window_start"] for w in sliding_windows(series, length)], dtype=np.int64)
+        if starts.size or length // 2 < MIN_WINDOW:
+            return length, starts
+        length //= 2
 
 
 def training_datasets(data: DataSection) -> list[str]:
@@ -95,11 +110,12 @@ def build_sources(data: DataSection, seed: int, loader: Callable[..., STSeries] 
     sources = []
     for name in training_datasets(data):
         series, record = load_training_split(name, data, loader)
-        starts = np.array([w.meta["window_start"] for w in sliding_windows(series, min(data.window, series.num_steps))])
+        length, starts = window_starts(series, data.window)
         if starts.size == 0:
-            raise DataError(f"dataset {name!r}: no gap-free window of {data.window} steps in its training split; "
-                            "lower data.window or hold it out (data.heldout)")
-        sources.append(Source(name, series.layout, series=series, starts=starts, record=record))
+            raise DataError(f"dataset {name!r}: no gap-free window of {min(data.window, MIN_WINDOW)} steps or more "
+                            "in its training split; lower data.window or hold it out (data.heldout)")
+        record["window"] = length
+        sources.append(Source(name, series.layout, series=series, starts=starts, record=record, window=length))
     if data.synthetic_weight > 0:
         syn = SyntheticConfig(steps=(data.window, 4 * data.window), video_steps=(data.window, 4 * data.window))
         corpus = SyntheticCorpus(seed=seed, config=syn)
@@ -170,7 +186,8 @@ def _crop_graph(s: STSeries, k: int, rng: np.random.Generator) -> STSeries:
 
 
 def draw_window(src: Source, data: DataSection, rng: np.random.Generator) -> STSeries:
-    """One training window of `data.window` steps (or the whole series when shorter) from `src`."""
+    """One training window of `data.window` steps (the source's shorter gap-free length, or the whole
+    series when shorter) from `src`."""
     if src.corpus is not None:
         s = src.corpus.sample(int(rng.integers(0, 2**62)))
         s = Normalizer().fit(s).transform(s)  # per sample: the corpus has no fixed scale
@@ -178,7 +195,7 @@ def draw_window(src: Source, data: DataSection, rng: np.random.Generator) -> STS
     else:
         s = src.series
         start = int(src.starts[rng.integers(0, len(src.starts))])
-    w = s.slice_time(start, min(s.num_steps, start + data.window))
+    w = s.slice_time(start, min(s.num_steps, start + (src.window or data.window)))
     return crop_cells(w, data.max_cells, rng)
 
 
