@@ -202,3 +202,12 @@ def test_checkpoint_selection_table():
         for t, sc in (("step_00000250", 0.6), ("step_00000500", 0.5))]}
     table = describe(sel)
     assert "| step_00000500 **chosen** | 1.000 (2.000) | 0.5000 |" in table
+
+
+def test_anchor_study_scripts_run(capsys, single_thread):
+    require_data("metr_la_week")
+    from eval.anchor_study import main as study
+    assert study(["mixes", "--dataset", "metr_la_week", "--max-windows", "2"]) == 0
+    assert study(["beta", "--dataset", "metr_la_week", "--max-windows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "50/50 mix" in out and out.count("beta ") == 3
