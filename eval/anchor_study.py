@@ -3,8 +3,11 @@
     python eval/anchor_study.py mixes                        # fixed mixes of last value / seasonal naive
     python eval/anchor_study.py beta                         # untrained anchor, gate sharpness 2 / 4 / 8
     python eval/anchor_study.py parts --checkpoint unist-tiny    # switch the network's parts off
+    python eval/anchor_study.py selfcheck --checkpoint unist-tiny  # network trusted as trained / self-checked
+    python eval/anchor_study.py selfcheck --split val --dataset nyc_bike1 ...   # same, validation split
 
-All on 40 evenly spaced test windows per dataset (`--max-windows`), CPU, one thread. `mixes` needs no
+All on 40 evenly spaced test windows per dataset (`--max-windows`; `--split val` for the validation
+split), CPU, one thread. `mixes` needs no
 model; `beta` uses a random-init `unist_tiny` (its forecast is exactly its anchor); `parts` zeroes the
 head's residual and/or the decoder term of the candidate weights of a trained release.
 """
@@ -19,7 +22,7 @@ import torch
 import unist
 from unist.data import load_series
 from unist.evaluation.baselines import last_value, seasonal_naive
-from unist.evaluation.forecasters import unist_forecast
+from unist.evaluation.forecasters import anchor_forecast, unist_forecast
 from unist.evaluation.protocols import protocol_for
 from unist.evaluation.windows import make_windows
 from unist.model import create_model
@@ -33,10 +36,10 @@ def mae(pred: np.ndarray, w) -> float:
     return float(np.abs(np.where(m, pred - np.nan_to_num(w.target), 0)).sum() / m.sum())
 
 
-def windows(name: str, max_windows: int):
+def windows(name: str, max_windows: int, split: str = "test"):
     s = load_series(name)
     p = protocol_for(s)
-    return s, p, make_windows(s, p, max_windows)
+    return s, p, make_windows(s, p, max_windows, split)
 
 
 def mixes(datasets, max_windows):
@@ -83,17 +86,30 @@ def parts(datasets, max_windows, checkpoint):
         print(name, res)
 
 
+def selfcheck(datasets, max_windows, checkpoint, split):
+    model = unist.from_pretrained(checkpoint)
+    for name in datasets:
+        _, p, w = windows(name, max_windows, split)
+        res = {"anchor only": round(mae(anchor_forecast(model, w, p.horizon, batch_size=8), w), 3)}
+        for label, on in (("network as trained", False), ("self-checked", True)):
+            model.config.self_check = on
+            res[label] = round(mae(unist_forecast(model, w, p.horizon, batch_size=8)[0], w), 3)
+        print(name, split, res, flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("study", choices=("mixes", "beta", "parts"))
+    ap.add_argument("study", choices=("mixes", "beta", "parts", "selfcheck"))
     ap.add_argument("--dataset", action="append", help=f"default: {', '.join(HELDOUT)}")
     ap.add_argument("--max-windows", type=int, default=40)
-    ap.add_argument("--checkpoint", default="unist-tiny", help="release for `parts`")
+    ap.add_argument("--checkpoint", default="unist-tiny", help="release for `parts` and `selfcheck`")
+    ap.add_argument("--split", default="test", choices=("test", "val"))
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     ds = tuple(a.dataset or HELDOUT)
     {"mixes": lambda: mixes(ds, a.max_windows), "beta": lambda: beta(ds, a.max_windows),
-     "parts": lambda: parts(ds, a.max_windows, a.checkpoint)}[a.study]()
+     "parts": lambda: parts(ds, a.max_windows, a.checkpoint),
+     "selfcheck": lambda: selfcheck(ds, a.max_windows, a.checkpoint, a.split)}[a.study]()
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Forecast throughput of the evaluation harness on CPU: one window at a time vs `forecast_batch`.
+"""Forecast throughput of the evaluation harness on CPU: one window at a time vs `forecast_batch`,
+and what the self-check (an in-context backtest pass packed with the forecast) costs.
 
   python eval/bench_forecast.py [--model unist_tiny] [--windows 32] [--batch-size 32]
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from unist.evaluation.protocols import protocol_for
 from unist.evaluation.runner import load_target
 from unist.evaluation.windows import make_windows
 from unist.model import create_model
+from unist.release import git_commit
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -52,21 +55,26 @@ def main() -> None:
         n = w.num_windows
         one = timed(lambda: [model.forecast(c, p.horizon) for c in w.contexts[:8]], 1) / min(8, n)
         batched = timed(lambda: forecast_windows(model, w.contexts, p.horizon, a.batch_size)) / n
+        unchecked = timed(lambda: forecast_windows(model, w.contexts, p.horizon, a.batch_size, self_check=False)) / n
         locs = sample_locations(s.num_nodes, 32)
         temporal = timed(lambda: temporal_forecast(model, w, p.horizon, locs), 1) / n
         rows.append({"dataset": name, "locations": s.num_nodes, "context": p.context, "horizon": p.horizon,
                      "windows": n, "ms_per_window_single": 1e3 * one, "ms_per_window_batched": 1e3 * batched,
-                     "speedup": one / batched, "ms_per_window_temporal_32_locations": 1e3 * temporal})
+                     "speedup": one / batched, "ms_per_window_batched_no_self_check": 1e3 * unchecked,
+                     "self_check_cost": batched / unchecked, "ms_per_window_temporal_32_locations": 1e3 * temporal})
     print(f"{a.model}, torch threads {torch.get_num_threads()}, batch {a.batch_size}")
-    print("| dataset | locations | C/H | single ms/window | batched ms/window | speedup | temporal-only (32 loc) ms/window |")
-    print("|---|---|---|---|---|---|---|")
+    print("| dataset | locations | C/H | single ms/window | batched ms/window | speedup | batched, no self-check "
+          "| self-check cost | temporal-only (32 loc) ms/window |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['dataset']} | {r['locations']} | {r['context']}/{r['horizon']} | {r['ms_per_window_single']:.1f} | "
-              f"{r['ms_per_window_batched']:.1f} | {r['speedup']:.1f}x | {r['ms_per_window_temporal_32_locations']:.1f} |")
+              f"{r['ms_per_window_batched']:.1f} | {r['speedup']:.1f}x | {r['ms_per_window_batched_no_self_check']:.1f} | "
+              f"{r['self_check_cost']:.2f}x | {r['ms_per_window_temporal_32_locations']:.1f} |")
     out = RESULTS / f"eval_forecast_threads{torch.get_num_threads()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": a.model, "threads": torch.get_num_threads(), "batch_size": a.batch_size,
-                               "rows": rows}, indent=1, default=float))
+    out.write_text(json.dumps({"model": a.model, "device": f"cpu ({os.cpu_count()} cores)",
+                               "commit": git_commit().get("commit"), "threads": torch.get_num_threads(),
+                               "batch_size": a.batch_size, "rows": rows}, indent=1, default=float))
     print(f"wrote {out}")
 
 

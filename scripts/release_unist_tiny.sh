@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Rebuild the shipped checkpoint checkpoints/unist-tiny/ and its evaluation table, end to end.
-#   bash scripts/release_unist_tiny.sh            # ~36 min on 2 CPU cores (train), ~7 min (eval)
+#   bash scripts/release_unist_tiny.sh            # ~36 min on 2 CPU cores (train), ~12 min (eval)
 #   STEPS=200 bash scripts/release_unist_tiny.sh  # a quick rehearsal
 # Held out (never read in training): metr_la_week (graph), nyc_bike2 and era5_t2m_uk (grids),
 # flipping_a_pancake (video). The release is the last checkpoint (step 2000). The eval table lands in
-# checkpoints/unist-tiny/eval/ and MODEL_CARD.md. Early stopping on the validation split of training
-# datasets is available as eval/select_checkpoint.py (see docs/LOG.md for why it is not used here).
+# checkpoints/unist-tiny/eval/ and MODEL_CARD.md (scripts/eval_unist_tiny.sh). Early stopping on the
+# validation split of training datasets is available as eval/select_checkpoint.py (see docs/LOG.md for
+# why it is not used here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -17,11 +18,4 @@ $PY train/pretrain.py name=unist-tiny-release out_dir="${RUN_DIR:-runs}" train.s
   data.heldout=$HELDOUT model.masking.strategies=temporal,temporal,random,tube,block \
   checkpoint.every=250 checkpoint.export=false logging.progress=false logging.print_every=50
 $PY -m unist.release export "$RUN/checkpoints" checkpoints/unist-tiny --weights-dtype float16
-OUT=checkpoints/unist-tiny/eval
-$PY eval/zeroshot.py --checkpoint checkpoints/unist-tiny --threads 1 --num-samples 8 \
-  --dataset metr_la_week --dataset nyc_bike2 --dataset era5_t2m_uk --dataset flipping_a_pancake \
-  --out $OUT/results.json --plot $OUT/forecast.png
-{ echo; echo "## Zero-shot evaluation (held-out datasets)"; echo
-  echo "Made by \`bash scripts/release_unist_tiny.sh\` (eval: \`python eval/zeroshot.py --checkpoint checkpoints/unist-tiny ...\`)."
-  echo; cat $OUT/results.md; } >> checkpoints/unist-tiny/MODEL_CARD.md
-du -sh checkpoints/unist-tiny
+bash scripts/eval_unist_tiny.sh

@@ -78,8 +78,9 @@ def test_cli_end_to_end_schema_markdown_plot(tmp_path, model, single_thread):
     assert res["protocol"]["name"] == "epidemic-weekly" and res["windows"]["count"] == 6
     assert res["contaminated"] is False and res["contamination"]["heldout"] is True
     models = res["models"]
-    assert set(models) == {"unist", "unist_anchor", "unist_temporal", "last_value", "seasonal_naive",
-                           "historical_average", "ridge"}
+    assert set(models) == {"unist", "unist_network", "unist_anchor", "unist_temporal", "last_value",
+                           "seasonal_naive", "historical_average", "ridge"}
+    assert models["unist"]["self_check"] is True and models["unist_network"]["kind"] == "ablation"
     for name, m in models.items():
         assert {"label", "kind", "uses_target_data", "few_shot", "contaminated", "metrics", "seconds"} <= set(m)
         assert len(m["metrics"]["mae"]["per_step"]) == 1 and np.isfinite(m["metrics"]["mae"]["avg"])

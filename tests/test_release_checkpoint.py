@@ -37,3 +37,31 @@ def test_from_pretrained_by_name_forecasts_every_layout():
     for s, h in ((graph, 12), (grid, 6), (video, 4)):
         out = model.forecast(s, horizon=h)
         assert out.shape == (h, *s.values.shape[1:]) and np.isfinite(out).all()
+
+
+def test_set_inference_changes_only_inference_fields_and_records_it(tmp_path):
+    import shutil
+
+    import pytest
+
+    from unist.release import ReleaseError, main, set_inference
+
+    rel = tmp_path / "rel"
+    shutil.copytree(SHIPPED, rel)
+    weights = (rel / "model.safetensors").read_bytes()
+    before = json.loads((rel / "config.json").read_text())
+    flipped = not unist.from_pretrained(rel).config.self_check
+    main(["set", str(rel), f"self_check={str(flipped).lower()}"])
+    after = json.loads((rel / "config.json").read_text())
+    assert unist.from_pretrained(rel).config.self_check is flipped
+    assert (rel / "model.safetensors").read_bytes() == weights  # weights untouched, checksum still valid
+    assert after["inference_changes"][-1]["field"] == "self_check" and after["inference_changes"][-1]["new"] is flipped
+    assert {k: v for k, v in after["model_config"].items() if k != "self_check"} == \
+        {k: v for k, v in before["model_config"].items() if k != "self_check"}
+    card = (rel / "MODEL_CARD.md").read_text()
+    assert "Inference settings changed after export" in card and "## Zero-shot evaluation" not in card
+    for bad in ({"d_model": 64}, {"self_check": "yes"}):
+        with pytest.raises(ReleaseError, match="only"):
+            set_inference(rel, bad)
+    with pytest.raises(SystemExit):
+        main(["set", str(rel), "depth=2"])

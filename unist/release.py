@@ -176,7 +176,7 @@ Held out (never read during training): {heldout}.
 `key=value` overrides; `deepspeed train/pretrain.py ...` on several GPUs), then
 `python -m unist.release export RUN/checkpoints OUT`.
 
-## Use
+{_inference_changes(config)}## Use
 
 ```python
 import unist
@@ -193,6 +193,67 @@ reproduce training.
 Pretrained on a small corpus (a few public datasets plus a synthetic corpus); evaluate on your own
 data against simple baselines (`python eval/zeroshot.py`) before relying on it.
 """
+
+
+def _inference_changes(config: dict[str, Any]) -> str:
+    """The model card's account of `set_inference` changes (empty when there were none)."""
+    changes = config.get("inference_changes") or []
+    if not changes:
+        return ""
+    lines = "\n".join(f"- `{c['field']}`: {json.dumps(c['old'])} -> {json.dumps(c['new'])} ({c['changed']}, "
+                      f"`python -m unist.release set PATH {c['field']}={json.dumps(c['new'])}`)" for c in changes)
+    return f"""## Inference settings changed after export (weights untouched)
+
+{lines}
+
+"""
+
+
+# Config fields that change how a trained model forecasts, not what it learned: `set_inference` may edit them.
+INFERENCE_FIELDS: dict[str, type] = {"self_check": bool}
+
+
+def _parse_setting(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or key not in INFERENCE_FIELDS:
+        raise ReleaseError(f"{text!r}: give FIELD=VALUE with FIELD one of {sorted(INFERENCE_FIELDS)} (fields that "
+                           "change inference only; anything else needs a new training run)")
+    if INFERENCE_FIELDS[key] is bool:
+        if raw.lower() not in ("true", "false"):
+            raise ReleaseError(f"{text!r}: {key} takes true or false")
+        return key, raw.lower() == "true"
+    return key, INFERENCE_FIELDS[key](raw)
+
+
+def set_inference(path_or_name: str | Path, settings: dict[str, Any]) -> Path:
+    """Change inference-only fields (`INFERENCE_FIELDS`) of a release's model config in place.
+
+    The weights are untouched; each change is recorded in config.json (`inference_changes`) and the
+    model card is rewritten from the config (its evaluation section is dropped: re-run the evaluation,
+    whose numbers no longer hold). config.json and MODEL_CARD.md are replaced atomically."""
+    root = resolve_release(path_or_name)
+    config = _read_json(root / "config.json", "config.json")
+    data = _read_json(root / "training_data.json", "training_data.json") if (root / "training_data.json").exists() else {}
+    mc = dict(config["model_config"])
+    from unist.model.config import LEGACY_DEFAULTS
+
+    changes = list(config.get("inference_changes") or [])
+    when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    for key, value in settings.items():
+        if key not in INFERENCE_FIELDS or not isinstance(value, INFERENCE_FIELDS[key]):
+            raise ReleaseError(f"{key}={value!r}: only {sorted(INFERENCE_FIELDS)} can be changed after training, "
+                               "with values of their type")
+        old = mc.get(key, LEGACY_DEFAULTS.get(key))
+        if old != value:
+            changes.append({"field": key, "old": old, "new": value, "changed": when})
+        mc[key] = value
+    config["model_config"] = mc
+    config["inference_changes"] = changes
+    for name, text in (("config.json", json.dumps(config, indent=1)), ("MODEL_CARD.md", model_card(config, data))):
+        tmp = root / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, root / name)
+    return root
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -330,7 +391,8 @@ __all__ = ["FORMAT_VERSION", "WEIGHT_DTYPES", "Release", "ReleaseError", "descri
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m unist.release export CKPT_DIR OUT_DIR [--tag T] [--weights-dtype float16]` | `describe PATH`."""
+    """`python -m unist.release export CKPT_DIR OUT_DIR [--tag T] [--weights-dtype float16]` | `describe PATH`
+    | `set PATH FIELD=VALUE ...` (inference-only fields, e.g. self_check=true)."""
     import argparse
     import sys
 
@@ -343,10 +405,15 @@ def main(argv: list[str] | None = None) -> None:
     ex.add_argument("--weights-dtype", default="float32", choices=sorted(WEIGHT_DTYPES))
     de = sub.add_parser("describe", help="print a release's config summary")
     de.add_argument("path")
+    st = sub.add_parser("set", help=f"change inference-only settings of a release ({', '.join(INFERENCE_FIELDS)})")
+    st.add_argument("path")
+    st.add_argument("settings", nargs="+", metavar="FIELD=VALUE")
     args = p.parse_args(argv)
     try:
         if args.cmd == "export":
             print(export_release(args.ckpt_dir, args.out_dir, args.tag, args.weights_dtype))
+        elif args.cmd == "set":
+            print(set_inference(args.path, dict(_parse_setting(t) for t in args.settings)))
         else:
             print(json.dumps(describe(args.path), indent=1))
     except ReleaseError as e:

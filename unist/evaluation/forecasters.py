@@ -10,6 +10,8 @@ context's own observed mean/std), so nothing from the target's training split is
 
 `anchor_forecast` is the ablation "what does the network add?": the model's anchor alone, its four
 classical candidates weighted by their in-context backtest (no Transformer output).
+`network_forecast` is the ablation "what does the self-check do?": the network's correction of the
+anchor trusted as trained, everywhere (`UniSTConfig.self_check` off).
 
 `temporal_forecast` is the ablation "does space help?": every location is forecast on its own, as a
 one-node graph (graph data) or a 1x1 grid (grid data), so the model sees only that location's past.
@@ -46,11 +48,14 @@ def _chunks(windows: list[STSeries], horizon: int, size: int, max_cells: int = M
 
 
 def forecast_windows(model, windows: list[STSeries], horizon: int, batch_size: int,
-                     num_samples: int = 0, anchor_only: bool = False) -> np.ndarray:
-    """Stacked forecasts of `windows`: [B, H, *sp, C], or [m, B, H, *sp, C] with num_samples = m > 0."""
+                     num_samples: int = 0, anchor_only: bool = False, self_check: bool | None = None) -> np.ndarray:
+    """Stacked forecasts of `windows`: [B, H, *sp, C], or [m, B, H, *sp, C] with num_samples = m > 0.
+    self_check None: the model's own setting (`UniSTConfig.self_check`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     kw = {"anchor_only": True} if anchor_only else {}
+    if self_check is not None:
+        kw["self_check"] = self_check
     out = [f for chunk in _chunks(windows, horizon, batch_size)
            for f in model.forecast_batch(chunk, horizon, num_samples, **kw)]
     stacked = np.stack(out).astype(np.float32)
@@ -68,6 +73,16 @@ def unist_forecast(model, windows: EvalWindows, horizon: int, batch_size: int = 
 def anchor_forecast(model, windows: EvalWindows, horizon: int, batch_size: int = 32) -> np.ndarray:
     """[B, H, *sp, C] from the model's anchor alone (candidates weighted by the in-context backtest)."""
     return forecast_windows(model, windows.contexts, horizon, batch_size, anchor_only=True)
+
+
+def network_forecast(model, windows: EvalWindows, horizon: int, batch_size: int = 32) -> np.ndarray:
+    """[B, H, *sp, C] with the network's correction trusted as trained (self-check off)."""
+    return forecast_windows(model, windows.contexts, horizon, batch_size, self_check=False)
+
+
+def has_self_check(model) -> bool:
+    """Whether `model` scales its network's correction by an in-context backtest (`selfcheck.py`)."""
+    return has_gated_anchor(model) and bool(getattr(model.config, "self_check", False))
 
 
 def has_gated_anchor(model) -> bool:
@@ -113,4 +128,5 @@ def temporal_forecast(model, windows: EvalWindows, horizon: int, locations: np.n
     return out.reshape(shape)
 
 
-__all__ = ["anchor_forecast", "forecast_windows", "has_gated_anchor", "location_series", "sample_locations", "temporal_forecast", "unist_forecast"]
+__all__ = ["anchor_forecast", "forecast_windows", "has_gated_anchor", "has_self_check", "location_series",
+           "network_forecast", "sample_locations", "temporal_forecast", "unist_forecast"]

@@ -25,7 +25,8 @@ from unist.data.video import VIDEO_SUFFIXES
 from .baselines import run_baselines
 from .checkpoints import Checkpoint, ContaminationError, load_checkpoint
 from .finetune import FinetuneConfig, finetune
-from .forecasters import anchor_forecast, has_gated_anchor, sample_locations, temporal_forecast, unist_forecast
+from .forecasters import (anchor_forecast, has_gated_anchor, has_self_check, network_forecast, sample_locations,
+                          temporal_forecast, unist_forecast)
 from .metrics import point_metrics, probabilistic_metrics, psnr
 from .protocols import Protocol, load_options, protocol_for
 from .windows import SPLITS, EvalWindows, make_windows
@@ -113,7 +114,14 @@ def model_runs(ckpt: Checkpoint, w: EvalWindows, p: Protocol, cfg: EvalConfig) -
     """The model zero-shot, its temporal-only variant, few-shot (if asked) and the baselines."""
     h, model = p.horizon, ckpt.model
     (point, samples), dt = _timed(lambda: unist_forecast(model, w, h, cfg.batch_size, cfg.num_samples))
-    runs = [ModelRun("unist", f"unist zero-shot ({ckpt.model_name})", "zero-shot", point, samples=samples, seconds=dt)]
+    checked = has_self_check(model)
+    runs = [ModelRun("unist", f"unist zero-shot ({ckpt.model_name})", "zero-shot", point, samples=samples, seconds=dt,
+                     info={"self_check": checked})]
+    if checked:
+        pred, dt = _timed(lambda: network_forecast(model, w, h, cfg.batch_size))
+        runs.append(ModelRun("unist_network", "unist network as trained (no self-check)", "ablation", pred, seconds=dt,
+                             info={"notes": "the network's correction of the anchor applied in full, without the "
+                                            "in-context backtest that scales it, zero-shot"}))
     if has_gated_anchor(model):
         pred, dt = _timed(lambda: anchor_forecast(model, w, h, cfg.batch_size))
         runs.append(ModelRun("unist_anchor", "unist anchor only (no network)", "ablation", pred, seconds=dt,

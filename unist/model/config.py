@@ -85,7 +85,7 @@ MASKED_LOSSES = ("huber", "mse", "mae")
 
 # Fields added after the first release: a saved config without them takes these values, so an older
 # checkpoint keeps the behaviour it was trained with (the dataclass defaults are for new models).
-LEGACY_DEFAULTS: dict[str, Any] = {"norm_scope": "sample", "gated_anchor": False}
+LEGACY_DEFAULTS: dict[str, Any] = {"norm_scope": "sample", "gated_anchor": False, "self_check": False}
 
 
 @dataclass
@@ -131,6 +131,7 @@ class UniSTConfig:
     persistence_anchor: bool = True
     gated_anchor: bool = True
     masked_loss: str = "huber"
+    self_check: bool = True
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from unist.data.series import DataError, STSeries
 from unist.patching.tokens import TokenBatch
 
 from .losses import denormalise
+from .selfcheck import backtest_tokens, trust_weights
 
 
 @contextmanager
@@ -79,13 +80,15 @@ class InferenceMixin:
         return self.forecast_batch([window], horizon, num_samples)[0]
 
     def forecast_batch(self, windows: list[STSeries], horizon: int, num_samples: int = 0,
-                       anchor_only: bool = False) -> list[np.ndarray]:
+                       anchor_only: bool = False, self_check: bool | None = None) -> list[np.ndarray]:
         """`forecast` for many windows in one packed pass (any mix of layouts, sizes and context lengths).
 
         Attention never crosses samples, routing is per token and normalisation per sample, so item i
         equals `forecast(windows[i], ...)` (up to float round-off) at a fraction of the cost.
         anchor_only: the ablation "what does the network add?": the anchor weighted by its in-context
         backtest alone (no head output, no decoder term in the weights; point forecasts only).
+        self_check: scale the network's correction of the anchor by its own in-context backtest
+        (`selfcheck.py`); None = the model's `config.self_check`.
         """
         if anchor_only and num_samples:
             raise ValueError("anchor_only gives point forecasts only: use num_samples=0")
@@ -108,24 +111,41 @@ class InferenceMixin:
         if not ctxs:
             return []
         future = -(-horizon // tau) * tau
-        batch = self.patcher.patchify([extend_future(c, future) for c in ctxs]).to(self._device())
-        n_ctx = torch.tensor([c.num_steps // tau for c in ctxs], device=batch.t_index.device)  # (B,)
-        keep = batch.t_index < n_ctx[batch.sample_id]  # (L,) context tokens; the future ones are hidden
+        B = len(ctxs)
+        n_ctx = torch.tensor([c.num_steps // tau for c in ctxs])  # (B,) context tokens
+        check = self_check if self_check is not None else self.config.self_check
+        check = check and not anchor_only and self.anchor_gate is not None
+        n_back = backtest_tokens(n_ctx, future // tau) if check else torch.zeros_like(n_ctx)
+        checked = n_back.nonzero().squeeze(1).tolist()  # samples with a backtest (`selfcheck.py`)
+        windows = [extend_future(c, future) for c in ctxs] + [ctxs[b] for b in checked]
+        batch = self.patcher.patchify(windows).to(self._device())
+        dev = batch.t_index.device
+        n_vis = torch.cat([n_ctx, n_ctx[checked] - n_back[checked]]).to(dev)  # (B + B',) visible tokens
+        keep = batch.t_index < n_vis[batch.sample_id]  # (L,) context tokens; the rest are hidden
         with eval_mode(self):
             nb, h, anchor, mean, std = self._encode_decode(batch, keep)
             z = self.reconstruct(h, nb, anchor, anchor_only)  # (L, S, C) normalised
+            if checked:
+                base = self.reconstruct(h, nb, anchor, anchor_only=True)
+                check_of = torch.full((len(windows),), -1, dtype=torch.long, device=dev)
+                check_of[B:] = torch.tensor(checked, device=dev)
+                trust = trust_weights(z, base, nb.values, nb.mask & ~keep[:, None, None], check_of,
+                                      batch.sample_id, batch.space_index, B)[:, None, None].to(z.dtype)  # (L, 1, 1)
+                z = base + trust * (z - base)
             if num_samples:
-                hid = ~keep
+                hid = ~keep & (batch.sample_id < B)  # the forecasts' future tokens (not the backtests')
                 draws = self.flow.sample(h[hid].repeat(num_samples, 1), z.shape[-1], self.config.objectives.flow_steps)
-                base = self.anchor_value(h, anchor)[hid]
-                draws = draws.view(num_samples, -1, *draws.shape[1:]) + base  # residuals on the anchor
+                centre = self.anchor_value(h, anchor)[hid]  # the flow draws residuals on the gated anchor
+                if checked:  # the decoder's move of the anchor is trusted like the point forecast; the spread is kept
+                    centre = base[hid] + trust[hid] * (centre - base[hid])
+                draws = draws.view(num_samples, -1, *draws.shape[1:]) + centre
                 z = z.expand(num_samples, *z.shape).clone()  # (n, L, S, C)
                 z[:, hid] = draws.to(z.dtype)
             y = denormalise(z, mean, std).float().cpu()
-        steps = [slice(c.num_steps, c.num_steps + horizon) for c in ctxs]
+        steps = [slice(c.num_steps, c.num_steps + horizon) for c in ctxs]  # zip stops before the backtests
         if not num_samples:
             return [f[s] for f, s in zip(self.patcher.unpatchify(y.numpy(), batch), steps)]
-        draws = [self.patcher.unpatchify(yi.numpy(), batch) for yi in y]  # n lists of B arrays
+        draws = [self.patcher.unpatchify(yi.numpy(), batch) for yi in y]  # n lists of B + B' arrays
         return [np.stack([d[b][s] for d in draws]) for b, s in enumerate(steps)]
 
     def impute(self, series: STSeries) -> STSeries:
