@@ -130,3 +130,11 @@ def test_self_check_config_default_and_legacy_load():
     d = UniSTConfig().to_dict()
     d.pop("self_check")
     assert UniSTConfig.from_dict(d).self_check is False  # a release saved before it forecasts as it did
+
+
+def test_asking_for_a_self_check_without_the_anchor_is_an_error():
+    model = create_model("unist_tiny", gated_anchor=False)  # config default on, nothing to check against: off
+    w = graph_series(t=8, seed=5)
+    assert model.forecast_batch([w], 4)[0].shape == (4, 11, 1)
+    with pytest.raises(ValueError, match="self_check=True needs the backtest-weighted anchor"):
+        model.forecast_batch([w], 4, self_check=True)

@@ -103,6 +103,8 @@ class UniSTConfig:
     persistence_anchor=False switches the whole anchor off.
     masked_loss: 'huber' (delta 1, robust to outliers as in Time-MoE), 'mse', or 'mae' (masked MAE as in
     DCRNN / Graph WaveNet: the median, what MAE-scored forecasts of skewed counts want).
+    self_check: at forecast time, scale the network's correction of the anchor by how it did in a
+    backtest on the context's own last tokens (`selfcheck.py`; needs the gated anchor; inference only).
     """
 
     d_model: int = 128

@@ -113,6 +113,9 @@ class InferenceMixin:
         future = -(-horizon // tau) * tau
         B = len(ctxs)
         n_ctx = torch.tensor([c.num_steps // tau for c in ctxs])  # (B,) context tokens
+        if self_check and self.anchor_gate is None:
+            raise ValueError("self_check=True needs the backtest-weighted anchor (a model built with "
+                             "persistence_anchor=True, gated_anchor=True); this one has none: use self_check=False")
         check = self_check if self_check is not None else self.config.self_check
         check = check and not anchor_only and self.anchor_gate is not None
         n_back = backtest_tokens(n_ctx, future // tau) if check else torch.zeros_like(n_ctx)
