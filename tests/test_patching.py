@@ -131,6 +131,8 @@ def test_unpatchify_torch_keeps_autograd_and_channels():
     # gradient reaches exactly the real cells' channels
     expect = (batch.slot_valid[..., None] & (torch.arange(5) < torch.tensor([1, 2])[batch.sample_id][:, None, None]))
     assert torch.equal(x.grad != 0, expect)
+    first = patcher.unpatchify(x.detach(), batch, first=1)  # only the leading samples
+    assert len(first) == 1 and torch.equal(first[0], out[0].detach())
 
 
 def test_graph_patch_nodes_differs_from_p_squared():

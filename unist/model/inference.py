@@ -145,10 +145,10 @@ class InferenceMixin:
                 z = z.expand(num_samples, *z.shape).clone()  # (n, L, S, C)
                 z[:, hid] = draws.to(z.dtype)
             y = denormalise(z, mean, std).float().cpu()
-        steps = [slice(c.num_steps, c.num_steps + horizon) for c in ctxs]  # zip stops before the backtests
-        if not num_samples:
-            return [f[s] for f, s in zip(self.patcher.unpatchify(y.numpy(), batch), steps)]
-        draws = [self.patcher.unpatchify(yi.numpy(), batch) for yi in y]  # n lists of B + B' arrays
+        steps = [slice(c.num_steps, c.num_steps + horizon) for c in ctxs]
+        if not num_samples:  # first=B: the backtest samples are never unpatchified
+            return [f[s] for f, s in zip(self.patcher.unpatchify(y.numpy(), batch, first=B), steps)]
+        draws = [self.patcher.unpatchify(yi.numpy(), batch, first=B) for yi in y]  # n lists of B arrays
         return [np.stack([d[b][s] for d in draws]) for b, s in enumerate(steps)]
 
     def impute(self, series: STSeries) -> STSeries:

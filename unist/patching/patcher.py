@@ -289,13 +289,14 @@ class UniversalPatcher:
         return batch
 
     # .............................................................................. inverse
-    def unpatchify(self, token_values, batch: TokenBatch, return_mask: bool = False) -> list:
+    def unpatchify(self, token_values, batch: TokenBatch, return_mask: bool = False, first: int | None = None) -> list:
         """Token values (L, S, C') -> one array per sample in its own shape [T, *spatial, C].
 
         `token_values` is a numpy array (-> numpy outputs) or a torch tensor (-> tensors on its device,
         differentiable); C' >= every sample's C (extra channels are dropped). Padding is dropped;
         unobserved cells hold whatever the tokens hold there (0 after `patchify`). With
         `return_mask=True` each item is a (values, mask) pair, the mask unpatchified from `batch.mask`.
+        `first=k`: only the first k samples (the others are not scattered at all).
         """
         if not isinstance(token_values, (np.ndarray, torch.Tensor)):
             raise TypeError(f"token_values must be a numpy array or torch tensor, got {type(token_values).__name__}")
@@ -311,7 +312,7 @@ class UniversalPatcher:
                              "and the patcher config that made it")
         cu = batch.cu_seqlens.tolist()
         out = []
-        for b, spec in enumerate(specs):
+        for b, spec in enumerate(specs[:first]):
             v = _scatter(x[cu[b]:cu[b + 1]], spec)
             if return_mask:
                 m = _scatter(batch.mask[cu[b]:cu[b + 1]], spec)
