@@ -7,6 +7,11 @@ from setuptools import find_packages, setup
 
 packages = [p for p in find_packages(include=["unist", "unist.*"])]
 packages += ["unist.kernels"] + ["unist.kernels." + p for p in find_packages("kernels")]
+# The shipped release (checkpoints/unist-tiny/, ~6 MB) is package data of `unist.checkpoints`, so an installed
+# unist finds `from_pretrained("unist-tiny")` without a source checkout (unist.release.release_search_path).
+packages += ["unist.checkpoints"]
+RELEASE_FILES = [f"unist-tiny/{name}" for name in ("config.json", "model.safetensors", "normalization.json",
+                                                    "training_data.json", "MODEL_CARD.md")]
 
 setup(
     name="unist",
@@ -16,7 +21,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=packages,
-    package_dir={"unist.kernels": "kernels"},
+    package_dir={"unist.kernels": "kernels", "unist.checkpoints": "checkpoints"},
+    package_data={"unist.checkpoints": RELEASE_FILES},
     install_requires=[
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux'",

@@ -23,14 +23,18 @@ from pathlib import Path
 
 import torch
 
-from unist.evaluation import EvalConfig, run
+from unist.evaluation import EvalConfig, EvalError, run
+from unist.evaluation.cli import USER_ERRORS, positive_int, report_error
 from unist.release import export_release
 
 
 def _tags(ckpt_dir: Path) -> list[str]:
+    """The checkpoint tags (step_*) of a run's checkpoint folder, oldest first (EvalError if there are none)."""
+    if not ckpt_dir.is_dir():
+        raise EvalError(f"checkpoint folder {ckpt_dir} does not exist: point at RUN/checkpoints of a training run")
     tags = sorted(p.name for p in ckpt_dir.glob("step_*") if p.is_dir())
     if not tags:
-        raise SystemExit(f"no checkpoint tags (step_*) in {ckpt_dir}: point at RUN/checkpoints of a training run")
+        raise EvalError(f"no checkpoint tags (step_*) in {ckpt_dir}: point at RUN/checkpoints of a training run")
     return tags
 
 
@@ -61,26 +65,41 @@ def describe(sel: dict) -> str:
     return "\n".join(lines)
 
 
+def _read_selection(path: str) -> dict:
+    """A selection JSON written by --out (EvalError naming the file if it is not one)."""
+    try:
+        sel = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvalError(f"--describe {path}: cannot read it as JSON ({e}); give a file written by --out") from None
+    if not isinstance(sel, dict) or not sel.get("tags") or "chosen" not in sel:
+        raise EvalError(f"--describe {path}: not a selection file (no 'tags'/'chosen'); give a file written by --out")
+    return sel
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 0, or 2 with one line on stderr for refused input (no such folder or tags, bad flags, data)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt_dir", nargs="?", help="RUN/checkpoints of a training run")
     ap.add_argument("--dataset", action="append", default=[], help="training dataset whose val split scores; repeat")
-    ap.add_argument("--max-windows", type=int, default=40, help="evenly spaced validation windows per dataset")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--max-windows", type=positive_int, default=40, help="evenly spaced validation windows per dataset")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ap.add_argument("--out", help="write the selection (every tag's scores and the choice) to this JSON")
     ap.add_argument("--describe", metavar="JSON", help="print a selection JSON as a markdown table and exit")
     a = ap.parse_args(argv)
-    if a.describe:
-        print(describe(json.loads(Path(a.describe).read_text())))
-        return 0
-    if not a.ckpt_dir or not a.dataset:
+    if not a.describe and (not a.ckpt_dir or not a.dataset):
         ap.error("give RUN/checkpoints and at least one --dataset (a training dataset)")
-    torch.set_num_threads(a.threads)
-    ckpt_dir = Path(a.ckpt_dir)
-    scored = []
-    for tag in _tags(ckpt_dir):
-        scored.append(evaluate_tag(ckpt_dir, tag, a.dataset, a.max_windows))
-        print(f"{tag}: score {scored[-1]['score']:.4f}", file=sys.stderr)
+    try:
+        if a.describe:
+            print(describe(_read_selection(a.describe)))
+            return 0
+        torch.set_num_threads(a.threads)
+        ckpt_dir = Path(a.ckpt_dir)
+        scored = []
+        for tag in _tags(ckpt_dir):
+            scored.append(evaluate_tag(ckpt_dir, tag, a.dataset, a.max_windows))
+            print(f"{tag}: score {scored[-1]['score']:.4f}", file=sys.stderr)
+    except USER_ERRORS as e:
+        return report_error(e)
     best = min(scored, key=lambda t: t["score"])  # min keeps the first (earliest) on a tie
     sel = {"criterion": "mean over datasets of MAE(unist) / MAE(last value) on the validation split (60-80 %), "
                         f"{a.max_windows} evenly spaced windows each",

@@ -8,17 +8,25 @@ run here raises `BackendUnavailable` saying why, never falls back silently.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cache import TensorKeyedCache
 from .reference import block_diagonal_mask, segment_ids
 
-# One SDPA call over a (T, T) block-diagonal mask costs ~T^2; a loop of one SDPA per segment costs
-# ~sum(L_i^2) plus a fixed overhead per segment. Measured on CPU (H=4, D=32, fwd+bwd): the dense call
-# wins while T^2 <= 4096 * N (e.g. 256 tokens in 16 segments), the loop beyond. The loop needs the
-# lengths on the host, so under torch.compile the dense call is always used (O(T^2) memory).
-DENSE_MASK_ELEMENTS_PER_SEGMENT = 4096
+# Bucketing rule of the SDPA backend (see `group_lengths`): segments sorted by length are grouped while a
+# group's padded work n * max_len^2 stays within PAD_RATIO x its real work sum(len^2) plus a slack of
+# MIN_CALL_WORK / (H * D) tokens^2 (about one SDPA call's fixed cost). Tuned on CPU, fwd+bwd, one thread,
+# on the tiny preset's real packs and on 64x64 / 256x16 / mixed packs (`python benchmarks/bench_attention.py
+# --tune-buckets`): the choices (1.0 | 1.1 | 1.25, 0), (1.25, 2^18), (1.5, 2^19 | 2^21) were all within
+# the ~10 % run-to-run noise of that shared machine, with more padding trending slower (on CPU padded work
+# costs as much as real work); (1.25, 2^18) was never the slowest. Under torch.compile one call over a (T, T)
+# block-diagonal mask is used instead (no host reads of cu_seqlens while tracing; O(T^2) memory).
+PAD_RATIO = 1.25
+MIN_CALL_WORK = 2**18
 
 
 class BackendUnavailable(RuntimeError):
@@ -33,26 +41,145 @@ def _tokens_first(x: torch.Tensor) -> torch.Tensor:
     return x.squeeze(0).transpose(0, 1)  # (1, H, T, D) -> (T, H, D)
 
 
+@dataclass(frozen=True)
+class SegmentGroup:
+    """One padded SDPA call: `count` segments of up to `max_len` tokens, gathered into (count, max_len).
+
+    gather (count * max_len,) int64: packed token read into each padded slot (a padding slot repeats its
+    segment's last token, so every value stays finite); None when the group is one contiguous run of
+    `count` segments of exactly `max_len` tokens starting at token `start` (then it is a view, no copy).
+    keep (count * max_len,) int64: the padded slots that hold real tokens (None when nothing is padded).
+    key_mask (count, 1, 1, max_len) bool: real keys (None when nothing is padded or the call is causal,
+    since with right padding a causal row never sees the padding).
+    """
+
+    count: int
+    max_len: int
+    start: int
+    gather: torch.Tensor | None
+    keep: torch.Tensor | None
+    key_mask: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    """How `sdpa_varlen` runs one cu_seqlens: its groups and the permutation back to packed order.
+
+    order (T,) int64: packed position of each row of the groups' concatenated outputs' inverse, i.e.
+    out = cat(group outputs)[order]; None when the concatenation is already in packed order.
+    """
+
+    groups: tuple[SegmentGroup, ...]
+    order: torch.Tensor | None
+    padded_work: int  # sum over groups of count * max_len^2 (tokens^2 per head)
+    work: int  # sum(len^2)
+
+
+_PLANS = TensorKeyedCache(capacity=8)
+
+
+def group_lengths(lengths: list[int], heads_x_dim: int, pad_ratio: float | None = None,
+                  min_call_work: int | None = None) -> list[list[int]]:
+    """Partition the non-empty segments into padded-call groups (lists of segment indices).
+
+    Segments are taken longest first; a group (max length m, n segments) takes the next one while
+    n * m^2 <= pad_ratio * sum(len^2) + min_call_work / heads_x_dim, so the total padded work is at most
+    pad_ratio x sum(len^2) plus one call's fixed cost per group. Ties keep packed order.
+    """
+    pad_ratio = PAD_RATIO if pad_ratio is None else pad_ratio  # module values read per call (tunable)
+    slack = (MIN_CALL_WORK if min_call_work is None else min_call_work) / max(1, heads_x_dim)
+    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: (-lengths[i], i))
+    groups: list[list[int]] = []
+    top, work = 0, 0
+    for i in order:
+        n = lengths[i]
+        if groups and (len(groups[-1]) + 1) * top * top <= pad_ratio * (work + n * n) + slack:
+            groups[-1].append(i)
+            work += n * n
+            continue
+        groups.append([i])
+        top, work = n, n * n
+    return groups
+
+
+def bucket_plan(cu_seqlens: torch.Tensor, total_tokens: int, causal: bool, heads_x_dim: int) -> BucketPlan:
+    """Build the grouping of `group_lengths` as device index tensors.
+
+    The one host read is `cu_seqlens.tolist()` (a device->host sync on CUDA); the index arithmetic is
+    numpy on the host and each index tensor is copied to the device once.
+    """
+    bounds = np.asarray(cu_seqlens.tolist(), dtype=np.int64)  # (N + 1,)
+    starts, lengths = bounds[:-1], np.diff(bounds)  # (N,), (N,)
+    device = cu_seqlens.device
+
+    def to_device(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    groups, rows, padded_work = [], [], 0
+    for members in group_lengths(lengths.tolist(), heads_x_dim):
+        idx = np.asarray(members)
+        m, count, first = int(lengths[idx[0]]), len(members), int(starts[idx[0]])
+        padded_work += count * m * m
+        if np.all(lengths[idx] == m) and np.array_equal(starts[idx], first + m * np.arange(count)):
+            groups.append(SegmentGroup(count, m, first, None, None, None))  # a contiguous run: a view
+            rows.append(np.arange(first, first + count * m))
+            continue
+        offs = np.arange(m)  # (m,)
+        real = offs[None, :] < lengths[idx][:, None]  # (n, m)
+        gather = (starts[idx][:, None] + np.minimum(offs[None, :], lengths[idx][:, None] - 1)).reshape(-1)  # (n*m,)
+        keep = np.flatnonzero(real)  # (real tokens,)
+        key_mask = None if causal else to_device(real[:, None, None, :])
+        groups.append(SegmentGroup(count, m, first, to_device(gather), to_device(keep), key_mask))
+        rows.append(gather[keep])
+    packed_rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)  # packed position per row
+    order = None
+    if not np.array_equal(packed_rows, np.arange(total_tokens)):
+        inverse = np.empty(total_tokens, dtype=np.int64)
+        inverse[packed_rows] = np.arange(packed_rows.size)
+        order = to_device(inverse)
+    return BucketPlan(tuple(groups), order, padded_work, int((lengths * lengths).sum()))
+
+
+def _run_group(q, k, v, g: SegmentGroup, causal: bool, softmax_scale: float | None) -> torch.Tensor:
+    """SDPA over one group: (T, H, D) inputs -> (real tokens of the group, H, D) in the group's row order."""
+    heads, dim = q.shape[1:]
+
+    def padded(x):  # (T, H, D) -> (n, H, m, D)
+        if g.gather is None:
+            x = x.narrow(0, g.start, g.count * g.max_len)
+        else:
+            x = x.index_select(0, g.gather)
+        return x.view(g.count, g.max_len, heads, dim).transpose(1, 2)
+
+    o = F.scaled_dot_product_attention(padded(q), padded(k), padded(v), attn_mask=g.key_mask,
+                                       is_causal=causal, scale=softmax_scale)  # (n, H, m, D)
+    o = o.transpose(1, 2).reshape(g.count * g.max_len, heads, dim)
+    return o if g.keep is None else o.index_select(0, g.keep)
+
+
 def sdpa_varlen(q, k, v, cu_seqlens, causal: bool = False, softmax_scale: float | None = None) -> torch.Tensor:
-    """F.scaled_dot_product_attention: one call with a block-diagonal mask for small packs, else one per segment."""
-    total, num_segments = q.shape[0], cu_seqlens.numel() - 1
-    if torch.compiler.is_compiling() or total * total <= DENSE_MASK_ELEMENTS_PER_SEGMENT * num_segments:
+    """F.scaled_dot_product_attention on length-bucketed, right-padded groups of segments.
+
+    Segments of similar length share one (n, H, max_len, D) SDPA call (`group_lengths`), so the cost
+    follows sum(len^2) with a fixed cost per group rather than per segment. The plan (index tensors)
+    is built once per cu_seqlens tensor (cached; every layer of a step shares it), which costs one host
+    read of cu_seqlens (a sync on CUDA). Under torch.compile: one call with a (T, T) block-diagonal mask.
+    """
+    total = q.shape[0]
+    if torch.compiler.is_compiling():
         allowed = block_diagonal_mask(cu_seqlens, total, causal)  # (T, T)
         out = F.scaled_dot_product_attention(
             _heads_first(q), _heads_first(k), _heads_first(v), attn_mask=allowed, scale=softmax_scale
         )
         return _tokens_first(out)
-    bounds = cu_seqlens.tolist()
-    outs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        if end == start:
-            continue
-        sl = slice(start, end)
-        o = F.scaled_dot_product_attention(
-            _heads_first(q[sl]), _heads_first(k[sl]), _heads_first(v[sl]), is_causal=causal, scale=softmax_scale
-        )
-        outs.append(_tokens_first(o))
-    return torch.cat(outs, dim=0) if outs else torch.empty_like(q)
+    if total == 0:
+        return torch.empty_like(q)
+    heads_x_dim = q.shape[1] * q.shape[2]
+    plan = _PLANS.get_or_compute(cu_seqlens, (total, causal, heads_x_dim),
+                                 lambda: bucket_plan(cu_seqlens, total, causal, heads_x_dim))
+    outs = [_run_group(q, k, v, g, causal, softmax_scale) for g in plan.groups]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # (T, H, D) in group row order
+    return out if plan.order is None else out.index_select(0, plan.order)
 
 
 def flex_varlen(q, k, v, cu_seqlens, causal: bool = False, softmax_scale: float | None = None) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Triton's wheel carries ptxas, so `triton.compile` can lower our kernels for e.g. Hopper (sm_90) on a
 CPU box. That catches what the interpreter never sees (tl.dot shape rules, shared-memory overflow,
 register spills) before any GPU run. Prints one line per kernel: shared memory and, when the
-wheel's cuobjdump is there, registers and local (spill) memory; exits 1 if any kernel fails.
+wheel's cuobjdump is there, registers, stack and local memory (ptxas spills through the stack, so
+stack > 0 means spills even with local=0); exits 1 if any kernel fails to compile.
 
   TRITON_INTERPRET= python -m unist.kernels.compile_check --dtypes bf16 --head-dims 64,128
 
@@ -51,8 +52,8 @@ def _resource_usage(cubin: bytes, triton_dir: Path) -> str:
         fh.write(cubin)
         fh.flush()
         out = subprocess.run([str(cuobjdump), "--dump-resource-usage", fh.name], capture_output=True, text=True).stdout
-    match = re.search(r"REG:(\d+).*LOCAL:(\d+)", out)
-    return f" regs={match.group(1)} local={match.group(2)}" if match else ""
+    match = re.search(r"REG:(\d+) STACK:(\d+) .*LOCAL:(\d+)", out)
+    return f" regs={match.group(1)} stack={match.group(2)} local={match.group(3)}" if match else ""
 
 
 def compile_all(dtypes: list[str], head_dims: list[int], arch: int) -> int:
@@ -69,7 +70,7 @@ def compile_all(dtypes: list[str], head_dims: list[int], arch: int) -> int:
     for dtype_name in dtypes:
         for head_dim in head_dims:
             block_d = max(16, triton.next_power_of_2(head_dim))
-            cfg = va.kernel_configs(block_d, DTYPES[dtype_name], interpret=False)
+            cfg = va.kernel_configs(block_d, DTYPES[dtype_name], interpret=False, aligned=head_dim % 16 == 0)
             for causal in (False, True):
                 jobs = [(va._fwd_kernel, cfg.fwd), (va._bwd_dkdv_kernel, cfg.dkdv), (va._bwd_dq_kernel, cfg.dq)]
                 if not causal:
@@ -95,7 +96,7 @@ def compile_all(dtypes: list[str], head_dims: list[int], arch: int) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", default="bf16,fp16,fp32")
-    parser.add_argument("--head-dims", default="16,40,64,80,96,128")
+    parser.add_argument("--head-dims", default="16,32,40,64,80,96,128")
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90 = Hopper)")
     args = parser.parse_args(argv)
     failures = compile_all(args.dtypes.split(","), [int(d) for d in args.head_dims.split(",")], args.arch)

@@ -278,14 +278,27 @@ class KernelConfigs:
     dq: TileConfig
 
 
-def kernel_configs(block_d: int, dtype: torch.dtype, interpret: bool) -> KernelConfigs:
-    """Tiles per kernel: big fixed tiles under the interpreter, a small Hopper-tuned table on GPU."""
+def kernel_configs(block_d: int, dtype: torch.dtype, interpret: bool, aligned: bool = True) -> KernelConfigs:
+    """Tiles per kernel: big fixed tiles under the interpreter, a small Hopper table on GPU.
+
+    aligned: head_dim is a multiple of 16 (the head stride then gets a divisibility hint and loads
+    vectorise); misaligned head dims (e.g. 40) need smaller 16-bit tiles to stay spill-free. Every
+    entry is spill-free (no local memory, no stack) on sm_90 per `python -m unist.kernels.compile_check`.
+    """
     if interpret:
         big = TileConfig(64, 64)
         return KernelConfigs(big, big, big)
-    if dtype == torch.float32:  # 4-byte tiles: keep shared memory under the 228 KB of an SM
-        small = TileConfig(64, 32, num_warps=4, num_stages=2)
-        return KernelConfigs(small, small, small)
+    if dtype == torch.float32:
+        # IEEE fp32 dots run on FMA units, not tensor cores, so register pressure (not shared memory)
+        # sets the tiles (a 64x32 dK/dV tile spilled kilobytes to the stack at every head dim, and
+        # 4 warps hit the 255-register ceiling from d=64 on).
+        if block_d <= 32:
+            return KernelConfigs(fwd=TileConfig(64, 32, 4, 2), dkdv=TileConfig(32, 32, 8, 2), dq=TileConfig(64, 32, 4, 2))
+        if block_d <= 64:
+            return KernelConfigs(fwd=TileConfig(64, 32, 8, 2), dkdv=TileConfig(32, 32, 8, 2), dq=TileConfig(64, 32, 8, 2))
+        return KernelConfigs(fwd=TileConfig(32, 32, 8, 2), dkdv=TileConfig(16, 32, 4, 2), dq=TileConfig(64, 32, 8, 2))
+    if block_d <= 64 and not aligned:
+        return KernelConfigs(fwd=TileConfig(128, 64, 8, 3), dkdv=TileConfig(32, 64, 4, 3), dq=TileConfig(128, 32, 8, 3))
     if block_d <= 64:
         return KernelConfigs(fwd=TileConfig(128, 64, 4, 3), dkdv=TileConfig(32, 128, 4, 3), dq=TileConfig(128, 32, 4, 3))
     return KernelConfigs(fwd=TileConfig(128, 64, 8, 3), dkdv=TileConfig(32, 64, 4, 3), dq=TileConfig(64, 64, 4, 3))
@@ -333,7 +346,7 @@ def _launch_setup(q: torch.Tensor):
     block_d = max(16, triton.next_power_of_2(head_dim))
     dot_precision = "tf32" if (q.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and not interpret) else "ieee"
     consts = dict(BLOCK_D=block_d, UPCAST=interpret and q.dtype != torch.float32, DOT_PRECISION=dot_precision)
-    return kernel_configs(block_d, q.dtype, interpret), consts
+    return kernel_configs(block_d, q.dtype, interpret, aligned=head_dim % 16 == 0), consts
 
 
 def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:

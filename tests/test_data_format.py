@@ -126,3 +126,54 @@ def test_graph_structure_validation():
         D.GraphStructure.build(3, np.array([[0], [1]]), np.ones(2))
     g = D.GraphStructure.from_series(_graph_series())
     assert g.num_nodes == 5 and g.num_edges == 4
+
+
+def _stamps(minutes: list[int]) -> np.ndarray:
+    return np.datetime64("2024-01-01T00:00") + np.array(minutes) * np.timedelta64(1, "m")
+
+
+@pytest.mark.parametrize("ts, match", [
+    (_stamps([0, 60, 120, 60, 240]), r"timestamps\[3\] = 2024-01-01T01:00 is before timestamps\[2\]"),
+    (_stamps([0, 60, 60, 180, 240]), r"timestamps\[2\] = 2024-01-01T01:00 repeats timestamps\[1\]"),
+    (np.datetime64("2024-01-01T00:00:00") + np.array([0, 20, 40, 60, 80]) * np.timedelta64(1, "s"),
+     r"timestamps\[1\] .* repeats timestamps\[0\] .*minute precision"),
+    (np.array(["2024-01-01T00:00", "NaT", "2024-01-01T02:00", "2024-01-01T03:00", "2024-01-01T04:00"],
+              dtype="datetime64[m]"), r"timestamps\[1\] is NaT"),
+])
+def test_timestamps_out_of_order_are_refused_naming_the_index(tmp_path, ts, match):
+    np.savez(tmp_path / "bad.npz", data=np.zeros((5, 3, 1)), timestamps=ts)
+    with pytest.raises(DataError, match=match):
+        D.load_series(tmp_path / "bad.npz")
+    with pytest.raises(DataError, match="strictly increasing|NaT"):
+        STSeries(values=np.zeros((5, 3, 1), np.float32), mask=np.ones((5, 3, 1), bool), layout="graph", timestamps=ts)
+
+
+def test_npz_mask_must_be_bool_or_exactly_zero_one(tmp_path):
+    data = np.arange(12, dtype=np.float32).reshape(4, 3, 1)
+    mask = np.ones((4, 3, 1), np.uint8)
+    mask[1, 2, 0] = 0
+    np.savez(tmp_path / "ok.npz", data=data, mask=mask)
+    s = D.load_series(tmp_path / "ok.npz")
+    assert s.mask.sum() == 11 and not s.mask[1, 2, 0]
+    mask[2, 0, 0] = 255
+    np.savez(tmp_path / "bad.npz", data=data, mask=mask)
+    with pytest.raises(DataError, match=r"only 0 \(missing\) and 1 \(observed\), but mask\[2, 0, 0\] = 255"):
+        D.load_series(tmp_path / "bad.npz")
+    np.savez(tmp_path / "float.npz", data=data, mask=np.full((4, 3, 1), 0.5))
+    with pytest.raises(DataError, match="'mask' must be bool .* got float64"):
+        D.load_series(tmp_path / "float.npz")
+
+
+def test_data_cli_refuses_bad_flags_and_sources(tmp_path, capsys):
+    from unist.data.__main__ import main
+
+    for argv in (["info", "x.mp4", "--max-frames", "0"], ["info", "x.mp4", "--size", "0x4"],
+                 ["info", "x.mp4", "--fps", "nan"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+    np.savez(tmp_path / "bad.npz", data=np.zeros((3, 2, 1)), timestamps=_stamps([0, 0, 1]))
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "bad.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "repeats" in err and err.count("\n") == 1

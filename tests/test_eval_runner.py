@@ -3,8 +3,11 @@ schema, markdown, plot), the contamination audit, zero-shot purity (no parameter
 statistic) and few-shot fine-tuning. Real-data tests fail (not skip) under CI=true without the data."""
 from __future__ import annotations
 
+import copy
 import json
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +17,14 @@ from safetensors.torch import save_file
 from tests.conftest import require_data
 from tests.model_testing import mixed_windows, single_thread, tiny_model  # noqa: F401  (fixture)
 from unist.data import Normalizer, load_series, save_npz
-from unist.evaluation import ContaminationError, EvalConfig, FinetuneConfig, markdown, run
+from unist.evaluation import ContaminationError, EvalConfig, EvalError, FinetuneConfig, markdown, run
 from unist.evaluation.checkpoints import Checkpoint, load_checkpoint
 from unist.evaluation.finetune import finetune
-from unist.evaluation.forecasters import temporal_forecast
+from unist.evaluation.forecasters import sample_locations, temporal_forecast
 from unist.evaluation.protocols import protocol_for
 from unist.evaluation.windows import make_windows
+from unist.model import get_config
+from unist.model.inference import horizon_limit
 from unist.release import FORMAT, FORMAT_VERSION, sha256_file
 
 from eval.zeroshot import main as cli_main
@@ -27,13 +32,24 @@ from eval.zeroshot import main as cli_main
 POX = "chickenpox_hungary"
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def write_release(model, path, trained_on=(), heldout=()):
-    """A release folder in unist.release's format (what export_release writes), for a model we already have."""
+    """A release folder in unist.release's format (what export_release writes), for a model we already have;
+    its differences from the registry's unist_tiny are recorded as the run's model.* overrides."""
     path.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    ours, preset = _flat(model.config.to_dict()), _flat(get_config("unist_tiny").to_dict())
+    overrides = {k: v for k, v in ours.items() if preset.get(k) != v}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_name": "unist_tiny",
               "model_config": model.config.to_dict(),
-              "weights": {"file": "model.safetensors", "sha256": sha256_file(path / "model.safetensors")}}
+              "weights": {"file": "model.safetensors", "sha256": sha256_file(path / "model.safetensors")},
+              "training": {"run_config": {"model": {"name": "unist_tiny", "overrides": overrides}}}}
     (path / "config.json").write_text(json.dumps(config))
     data = {"datasets": [{"name": n, "shape": list(load_series(n).values.shape)} for n in trained_on]
             + [{"name": "synthetic"}], "heldout": list(heldout)}
@@ -212,3 +228,154 @@ def test_anchor_study_scripts_run(capsys, single_thread):
     assert study(["beta", "--dataset", "metr_la_week", "--max-windows", "2"]) == 0
     out = capsys.readouterr().out
     assert "50/50 mix" in out and out.count("beta ") == 3
+
+
+# ---------------------------------------------------------------------------------- no silent failures
+PM10 = "de_pm10_rural"
+
+
+def test_outages_are_skipped_and_counted_not_fatal(tmp_path, model, single_thread):
+    """A whole-network outage in the test split (windows with no observed context value) and one station's
+    outage: every other window and location is scored, and the skipped ones are counted."""
+    require_data(POX)
+    s = load_series(POX)
+    t0 = int(round(0.8 * s.num_steps))
+    mask = s.mask.copy()
+    mask[t0 + 10:t0 + 30] = False          # everything missing: 17 windows have an empty 4-step context
+    mask[t0 + 50:t0 + 70, 3] = False       # station 3 only
+    save_npz(replace(s, mask=mask, values=np.where(mask, s.values, np.nan).astype(np.float32)), tmp_path / "out.npz")
+    ckpt = Checkpoint(model, "test", "tiny", random_init=True, training_datasets=[])
+    results, _ = run(EvalConfig("test", (str(tmp_path / "out.npz"),)), ckpt)
+    w, models = results["results"][0]["windows"], results["results"][0]["models"]
+    assert w["skipped"] == 17 and w["unscored"] >= 16 and w["locations_unscored"] > 0
+    assert w["points_scored"] == models["unist"]["points_scored"] > 0
+    assert models["unist"]["unpredicted_points"] > 0 and np.isfinite(models["unist"]["metrics"]["mae"]["avg"])
+    assert models["unist_temporal"]["unpredicted_points"] > 0        # its own skipped one-location windows
+    table = markdown(results)
+    assert "Not scored: " in table and f"({w['skipped']} with no observed context value" in table
+
+
+def test_real_dataset_with_missing_values_runs_at_defaults(tmp_path, single_thread, capsys):
+    """de_pm10_rural (51 % missing): at the CLI's defaults the temporal-only ablation meets one-location contexts
+    with nothing observed; the run scores the rest and reports them."""
+    root = require_data(PM10)
+    src = str(root / PM10 / f"{PM10}.npz")
+    s = load_series(src)
+    w = make_windows(s, protocol_for(s), 8)
+    sampled = sample_locations(s.num_nodes, 32, 0)                  # the temporal-only ablation's locations
+    empty = ~w.context_mask.reshape(8, w.context.shape[1], -1).any(1)[:, sampled]
+    assert empty.any()                                             # one-location windows that used to stop the run
+    out = tmp_path / "r.json"
+    assert cli_main(["--checkpoint", "unist-tiny", "--dataset", src, "--max-windows", "8", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["results"][0]
+    temporal = res["models"]["unist_temporal"]
+    assert res["windows"]["locations_unscored"] > 0 and np.isfinite(temporal["metrics"]["mae"]["avg"])
+    assert temporal["points_scored"] > 0
+    assert "Not scored: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--checkpoint", "random:unist_huge"], "no model architecture named 'unist_huge'"),
+    (["--checkpoint", "no-such-release"], "no release named 'no-such-release': looked in"),
+    (["--checkpoint", "random:unist_tiny", "--horizon", "100"], "horizon 100 is more than the model forecasts"),
+    (["--checkpoint", "random:unist_tiny", "--dataset", "india_city_aq_daily.npz"], "13 channels, the model takes"),
+])
+def test_cli_refused_input_is_one_line_and_exit_2(tmp_path, capsys, argv, match):
+    require_data(POX, "india_city_aq_daily")
+    argv = [a.replace("india_city_aq_daily.npz", str(_npz_of("india_city_aq_daily"))) for a in argv]
+    if "--dataset" not in argv:
+        argv += ["--dataset", POX]
+    assert cli_main(argv + ["--allow-contaminated", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and re.search(match, err)
+
+
+def _npz_of(name: str) -> Path:
+    """The unist npz file of a real dataset folder."""
+    return require_data(name) / name / f"{name}.npz"
+
+
+@pytest.mark.parametrize("flag", [["--batch-size", "0"], ["--num-samples", "-1"], ["--num-samples", "1"],
+                                  ["--max-windows", "0"], ["--finetune-fraction", "1.5"], ["--threads", "x"],
+                                  ["--device", "cuda:9"]])
+def test_cli_bad_flags_stop_before_any_work(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--checkpoint", "unist-tiny", "--dataset", POX, *flag, "--out", str(tmp_path / "x.json")])
+    assert e.value.code == 2 and f"argument {flag[0]}" in capsys.readouterr().err
+    with pytest.raises(EvalError, match="batch_size"):
+        EvalConfig("random:unist_tiny", (POX,), batch_size=0)
+
+
+def test_select_checkpoint_refuses_with_one_line(tmp_path, capsys):
+    from eval.select_checkpoint import main as select
+    assert select([str(tmp_path / "absent"), "--dataset", POX]) == 2
+    (tmp_path / "sel.json").write_text("[1]")
+    assert select(["--describe", str(tmp_path / "sel.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "does not exist" in err[0] and "not a selection file" in err[1]
+    with pytest.raises(SystemExit) as e:
+        select([str(tmp_path), "--dataset", POX, "--max-windows", "0"])
+    assert e.value.code == 2
+
+
+def test_long_horizons_are_bounded_unless_allowed(model):
+    w = mixed_windows()[1]                                   # a graph window; the test model has tau = 2
+    limit = horizon_limit(w.num_steps - w.num_steps % 2)
+    with pytest.raises(ValueError, match=r"horizon 100000 is too long .*forecast in chunks.*allow_long=True"):
+        model.forecast(w, horizon=100000)
+    with pytest.raises(ValueError, match="too long"):
+        model.forecast_batch([w], limit + 1)
+    assert model.forecast(w, horizon=limit).shape[0] == limit
+    assert model.forecast(w, horizon=limit + 3, allow_long=True).shape[0] == limit + 3
+
+
+def _graph_npz(path: Path, t: int = 240, n: int = 6) -> Path:
+    """An hourly 6-station series (daily cycle + noise): the 'hourly' protocol, 12 in / 12 out."""
+    rng = np.random.default_rng(0)
+    hours = np.arange(t)
+    v = 10 + 3 * np.sin(2 * np.pi * hours / 24)[:, None, None] + rng.normal(0, 0.3, (t, n, 1))
+    ts = np.datetime64("2024-01-01T00:00") + hours * np.timedelta64(60, "m")
+    np.savez(path, data=v, timestamps=ts, interval_minutes=60.0, name=np.array("my_sensors"))
+    return path
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_finetune_command_writes_a_release_that_loads_and_forecasts(tmp_path, capsys, single_thread, lora):
+    from unist.evaluation.finetune import main as finetune_main
+    from unist.release import load_release
+
+    data = _graph_npz(tmp_path / "my.npz")
+    out = tmp_path / "my_release"
+    argv = ["--checkpoint", "unist-tiny", "--data", str(data), "--steps", "2", "--batch-size", "2", "--out", str(out)]
+    assert finetune_main(argv + (["--lora-rank", "4"] if lora else [])) == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    rel, base = load_release(out), load_release("unist-tiny")
+    assert rel.model.state_dict().keys() == base.model.state_dict().keys()        # LoRA merged: same format
+    changed = [k for k, v in rel.model.state_dict().items() if not torch.equal(v, base.model.state_dict()[k])]
+    assert changed and (not lora or all(k.endswith((".qkv.weight", ".proj.weight", ".fc1.weight", ".fc2.weight"))
+                                        for k in changed))
+    ft = rel.config["training"]["finetune"]
+    assert ft["mode"] == ("lora" if lora else "full") and ft["steps"] == 2 and ft["base"] == "unist-tiny"
+    s = load_series(data)
+    pred = rel.model.forecast(s.slice_time(200, 212), horizon=12)
+    assert pred.shape == (12, 6, 1) and np.isfinite(pred).all()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f'from_pretrained("{out}")' in card and "python -m unist.evaluation.finetune --checkpoint unist-tiny" in card
+    assert "my_sensors" in [d["name"] for d in rel.training_data["datasets"]]      # no longer a zero-shot target
+    with pytest.raises(ContaminationError):
+        run(EvalConfig(str(out), (str(data),), max_windows=2, temporal_locations=0, baselines=False))
+
+
+def test_lora_merge_reproduces_the_adapted_model(model):
+    from unist.evaluation.finetune import add_lora, merge_lora
+
+    adapted = copy.deepcopy(model)
+    add_lora(adapted, rank=2, alpha=4.0)
+    for name, p in adapted.named_parameters():
+        if "lora_b" in name:
+            torch.nn.init.normal_(p, std=0.05)                                    # a non-trivial update
+    w = mixed_windows()[1]
+    before = adapted.embed(w)                                                     # the encoder's output
+    assert not torch.allclose(before, model.embed(w), atol=1e-4)
+    assert len(merge_lora(adapted)) > 0 and adapted.state_dict().keys() == model.state_dict().keys()
+    torch.testing.assert_close(adapted.embed(w), before, rtol=1e-4, atol=1e-5)

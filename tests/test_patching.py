@@ -70,7 +70,7 @@ def test_pems07_graph_round_trip_and_partition(real_data_dir):
     s = make_series("graph", (12, 883, 1), edge_index=edges, missing=0.1)
     batch = assert_round_trip(UniversalPatcher(), [s])
     part = batch.specs[0].partition
-    assert part.source == "spectral" and part.num_patches == -(-883 // 16)
+    assert part.source == "edges" and part.num_patches == -(-883 // 16)
     assert ((part.nodes >= 0).sum(1) <= 16).all()
     # locality: connected nodes in a patch are few hops apart (vs a random grouping of the same sizes),
     # and patches rarely mix connected components (PEMS07 has 17 components)
@@ -198,7 +198,7 @@ def test_partition_fallbacks():
     # two disconnected chains never share a patch
     edges = np.array([[0, 1, 2, 3, 4, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]])
     part = partition_graph(12, 6, edge_index=edges)
-    assert part.source == "spectral"
+    assert part.source == "edges"
     assert sorted(sorted(r) for r in part.nodes.tolist()) == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]
 
 

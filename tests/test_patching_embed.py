@@ -1,4 +1,5 @@
-"""Tests of the shared PatchEmbed / PatchHead: slot-permutation symmetry, masking, mixed batches."""
+"""Tests of the shared patch codecs (basis PatchEmbed / PatchHead and the point-set pair): slot-permutation
+symmetry, masking, mixed batches. Every test runs on both codecs."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,9 @@ import torch
 
 from unist.data.series import STSeries
 from unist.patching import PatcherConfig, UniversalPatcher
-from unist.patching.embed import PatchEmbed, PatchHead
+from unist.patching.embed import PatchEmbed, PatchHead, PointSetEmbed, PointSetHead
+
+CODECS = {"basis": (PatchEmbed, PatchHead), "pointset": (PointSetEmbed, PointSetHead)}
 
 
 def _series(layout: str, shape: tuple[int, ...], seed: int, **kw) -> STSeries:
@@ -26,6 +29,11 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(params=sorted(CODECS))
+def codec(request):
+    return CODECS[request.param]
+
+
 @pytest.fixture(scope="module")
 def mixed():
     windows = [_series("grid", (5, 9, 7, 2), 0),
@@ -35,10 +43,10 @@ def mixed():
     return windows, patcher, patcher.patchify(windows)
 
 
-def test_embed_mixed_batch_shapes_and_sample_independence(mixed):
+def test_embed_mixed_batch_shapes_and_sample_independence(mixed, codec):
     windows, patcher, batch = mixed
     torch.manual_seed(0)
-    embed = PatchEmbed(d_model=32, max_channels=4)
+    embed = codec[0](d_model=32, max_channels=4)
     z = embed(batch.values, batch.mask, batch.rel_pos)
     assert z.shape == (batch.num_tokens, 32) and torch.isfinite(z).all()
     for b, s in enumerate(windows):  # channel padding from the other samples changes nothing
@@ -47,20 +55,20 @@ def test_embed_mixed_batch_shapes_and_sample_independence(mixed):
         torch.testing.assert_close(embed(alone.values, alone.mask, alone.rel_pos), z[lo:hi])
 
 
-def test_embed_slot_permutation_invariance(mixed):
+def test_embed_slot_permutation_invariance(mixed, codec):
     _, _, batch = mixed
     torch.manual_seed(1)
-    embed = PatchEmbed(d_model=16, max_channels=3)
+    embed = codec[0](d_model=16, max_channels=3)
     perm = torch.randperm(batch.values.shape[1])
     z = embed(batch.values, batch.mask, batch.rel_pos)
     zp = embed(batch.values[:, perm], batch.mask[:, perm], batch.rel_pos[:, perm])
     torch.testing.assert_close(z, zp, rtol=1e-5, atol=1e-5)
 
 
-def test_embed_ignores_unobserved_points(mixed):
+def test_embed_ignores_unobserved_points(mixed, codec):
     _, _, batch = mixed
     torch.manual_seed(2)
-    embed = PatchEmbed(d_model=16, max_channels=3)
+    embed = codec[0](d_model=16, max_channels=3)
     poison = torch.where(torch.rand(batch.values.shape) < 0.5, float("nan"), 1e6)
     poisoned = torch.where(batch.mask, batch.values, poison)
     z = embed(batch.values, batch.mask, batch.rel_pos)
@@ -73,11 +81,11 @@ def test_embed_ignores_unobserved_points(mixed):
     assert (x.grad[~batch.mask] == 0).all() and (x.grad[batch.mask] != 0).any()
 
 
-def test_head_any_slots_equivariant_and_trains(mixed):
+def test_head_any_slots_equivariant_and_trains(mixed, codec):
     windows, patcher, batch = mixed
     torch.manual_seed(3)
-    embed = PatchEmbed(d_model=32, max_channels=3, d_point=16, n_heads=2)
-    head = PatchHead(d_model=32, max_channels=3, d_hidden=32)
+    embed = codec[0](d_model=32, max_channels=3, d_point=16)
+    head = codec[1](d_model=32, max_channels=3, d_hidden=32)
     out = head(embed(batch.values, batch.mask, batch.rel_pos), batch.rel_pos, n_channels=3)
     assert out.shape == batch.values.shape
     perm = torch.randperm(batch.values.shape[1])
@@ -100,7 +108,7 @@ def test_head_any_slots_equivariant_and_trains(mixed):
     assert shapes == [s.values.shape for s in windows]
 
 
-def test_embed_rejects_too_many_channels():
+def test_embed_rejects_too_many_channels(codec):
     with pytest.raises(ValueError, match="max_channels"):
-        PatchEmbed(d_model=8, max_channels=2)(torch.zeros(1, 4, 3), torch.ones(1, 4, 3, dtype=torch.bool),
+        codec[0](d_model=8, max_channels=2)(torch.zeros(1, 4, 3), torch.ones(1, 4, 3, dtype=torch.bool),
                                               torch.zeros(1, 4, 3))

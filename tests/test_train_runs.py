@@ -3,6 +3,7 @@ runs under ZeRO-2 and ZeRO-3 with the `deepspeed` launcher, export -> from_pretr
 truncated or tampered checkpoint / release gives. Every run is a few steps of a small model."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import REPO, require_data
 from unist.release import ReleaseError, from_pretrained, load_release
+from unist.train.config import RELEASE_HELDOUT
 from unist.train.distributed import free_port
 from unist.train.metrics import read_jsonl
 
@@ -40,7 +42,8 @@ def default_run(tmp_path_factory) -> Path:
     """The no-argument command, shortened to 4 steps (default preset, model, data mixture and workers)."""
     require_data()
     out = tmp_path_factory.mktemp("runs")
-    _run([f"out_dir={out}", "train.steps=4", "checkpoint.every=2", "logging.progress=false"])
+    proc = _run([f"out_dir={out}", "train.steps=4", "checkpoint.every=2", "logging.progress=false"])
+    (out / "console.txt").write_text(proc.stdout + proc.stderr)
     return out / "tiny"
 
 
@@ -58,13 +61,15 @@ def test_default_run_writes_checkpoints_metrics_plot_and_release(default_run):
     assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["step_00000002", "step_00000004"]
     state = json.loads((ckpt / "step_00000004" / "unist_state.json").read_text())
     trained = [d["name"] for d in state["training_data"]["datasets"]]
-    assert "synthetic" in trained and "metr_la_week" in trained and "chickenpox_hungary" not in trained
-    assert state["training_data"]["heldout"] == ["chickenpox_hungary"]
+    assert {"synthetic", "montevideo_bus", "chickenpox_hungary", "nyc_bike1"} <= set(trained)
+    assert not set(RELEASE_HELDOUT) & set(trained)  # the default holds out README's zero-shot sets
+    assert state["training_data"]["heldout"] == list(RELEASE_HELDOUT)
     release = json.loads((default_run / "release" / "training_data.json").read_text())
     assert [d["name"] for d in release["datasets"]] == trained
     assert all("train" in d["split"] for d in release["datasets"] if d["name"] != "synthetic")
     cfg = json.loads((default_run / "release" / "config.json").read_text())
     assert cfg["model_name"] == "unist_tiny" and cfg["training"]["step"] == 4 and cfg["training"]["git"]["commit"]
+    assert "unable to detect" not in (default_run.parent / "console.txt").read_text()  # DS_ACCELERATOR=cpu set
 
 
 def test_resume_continues_exactly(default_run, tmp_path):
@@ -72,6 +77,12 @@ def test_resume_continues_exactly(default_run, tmp_path):
     args = [f"out_dir={tmp_path}", "train.steps=4", "checkpoint.every=2", "logging.progress=false"]
     _run(args + ["train.stop_at=2"])
     assert not (tmp_path / "tiny" / "release").exists()  # unfinished runs are not exported
+    # changed settings are refused from the saved config, before any weight is loaded
+    refused = ((["train.steps=5"], "train.steps: checkpoint 4, now 5"),
+               (["model.depth=2"], "model differs from the checkpoint's (model.depth: checkpoint 4, now 2)"))
+    for extra, needle in refused:
+        proc = _run(args + extra + ["--resume"], ok=False)
+        assert proc.returncode != 0 and needle in proc.stderr and "loading state_dict" not in proc.stderr
     _run(args + ["--resume"])
     full, resumed = _losses(default_run), _losses(tmp_path / "tiny")
     assert sorted(resumed) == [1, 2, 3, 4]
@@ -84,6 +95,19 @@ def test_resume_continues_exactly(default_run, tmp_path):
     assert proc.returncode != 0 and "truncated or was modified" in proc.stderr
 
 
+def test_non_finite_loss_stops_without_saving(tmp_path):
+    """optim.lr=1e30 passes validation (finite) but blows the weights up: the run stops at the first
+    non-finite loss, names it and the fixes, and saves nothing from the broken weights."""
+    proc = _run([f"out_dir={tmp_path}", "train.steps=3", "checkpoint.every=2", "optim.lr=1e30", "optim.warmup_steps=0",
+                 "data.datasets=synthetic", *SMALL_MODEL, *QUICK], ok=False)
+    assert proc.returncode == 1
+    assert "training stopped: non-finite loss=nan" in proc.stderr and "at step 2" in proc.stderr
+    assert "Nothing was saved" in proc.stderr and "lower optim.lr (now 1e+30)" in proc.stderr
+    run = tmp_path / "tiny"
+    assert not (run / "checkpoints" / "latest").exists() and not (run / "release").exists()
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [1]
+
+
 @pytest.mark.parametrize("stage, extra", [
     (2, []),
     (3, []),  # contrastive on: the encoder runs twice per step, MoE layers are not ZeRO-3 leaves
@@ -93,7 +117,8 @@ def test_two_process_gloo_loss_falls_and_export_matches(tmp_path, stage, extra):
     require_data("metr_la_week", "nyc_bike1")
     launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port())]
     _run([f"out_dir={tmp_path}", "name=dist", f"zero.stage={stage}", "train.steps=5", "data.repeat_batches=1",
-          "optim.lr=3e-3", "optim.warmup_steps=1", "data.datasets=metr_la_week,nyc_bike1", "data.window=8",
+          "optim.lr=3e-3", "optim.warmup_steps=1", "data.datasets=metr_la_week,nyc_bike1", "data.heldout=",
+          "data.window=8",
           "data.tokens_per_batch=256", *SMALL_MODEL, *QUICK, *extra], launcher=launcher)
     run = tmp_path / "dist"
     s = json.loads((run / "summary.json").read_text())
@@ -104,6 +129,14 @@ def test_two_process_gloo_loss_falls_and_export_matches(tmp_path, stage, extra):
     assert sum(f.endswith("optim_states.pt") for f in files) == 2
 
 
+def _config_for_weights(config_text: str, weights: Path) -> str:
+    """config.json text whose weights size and sha256 match `weights` (so only the file's content is bad)."""
+    cfg = json.loads(config_text)
+    data = weights.read_bytes()
+    cfg["weights"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    return json.dumps(cfg)
+
+
 def test_from_pretrained_without_deepspeed_and_refuses_bad_releases(default_run, tmp_path):
     rel = tmp_path / "release"
     shutil.copytree(default_run / "release", rel)
@@ -111,7 +144,7 @@ def test_from_pretrained_without_deepspeed_and_refuses_bad_releases(default_run,
             "assert 'deepspeed' not in sys.modules and not m.training; print('ok')")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
     r = load_release(rel)
-    assert "metr_la_week" in r.normalization and r.training_data["heldout"] == ["chickenpox_hungary"]
+    assert "montevideo_bus" in r.normalization and r.training_data["heldout"] == list(RELEASE_HELDOUT)
 
     weights, config = rel / "model.safetensors", rel / "config.json"
     good_w, good_c = weights.read_bytes(), config.read_text()
@@ -119,7 +152,7 @@ def test_from_pretrained_without_deepspeed_and_refuses_bad_releases(default_run,
         "truncated": lambda: weights.write_bytes(good_w[: len(good_w) // 2]),
         "sha256": lambda: weights.write_bytes(good_w[:-1] + bytes([good_w[-1] ^ 1])),
         "not a readable safetensors": lambda: (weights.write_bytes(good_w[: len(good_w) // 2]),
-                                               config.write_text(good_c.replace('"sha256"', '"sha256_unused"'))),
+                                               config.write_text(_config_for_weights(good_c, weights))),
         "shape mismatches": lambda: config.write_text(good_c.replace('"d_model": 128', '"d_model": 64', 1)),
         "unknown model name": lambda: config.write_text(good_c.replace('"unist_tiny"', '"unist_huge"')),
         "format version": lambda: config.write_text(good_c.replace('"format_version": 1', '"format_version": 99')),

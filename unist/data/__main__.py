@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,20 +39,41 @@ def describe(s: STSeries) -> list[tuple[str, str]]:
 
 
 def _size(text: str) -> tuple[int, int] | int:
-    parts = [int(p) for p in text.lower().replace("x", ",").split(",") if p]
+    """argparse type of --size: 'HxW' or one number (the short side), every number >= 1."""
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",") if p]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give HxW (e.g. 64x96) or one number >= 1 (the short side)")
     return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
+def _positive(kind: type) -> Callable[[str], float]:
+    """argparse type: a number of `kind` > 0 (frames, fps, minutes)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a number > 0")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 0, or 2 with one line on stderr for a bad flag or an unreadable source."""
     ap = argparse.ArgumentParser(prog="python -m unist.data", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     info = sub.add_parser("info", help="summarise a dataset name, unist .npz or video file")
     info.add_argument("source")
-    info.add_argument("--fps", type=float, help="video: resample to this frame rate")
+    info.add_argument("--fps", type=_positive(float), help="video: resample to this frame rate")
     info.add_argument("--size", type=_size, help="video: HxW, or one number = short side")
     info.add_argument("--grayscale", action="store_true", help="video: one luma channel")
-    info.add_argument("--max-frames", type=int, help="video: keep at most this many frames")
-    info.add_argument("--bin-minutes", type=float, help="geolife_sample: time bin")
+    info.add_argument("--max-frames", type=_positive(int), help="video: keep at most this many frames")
+    info.add_argument("--bin-minutes", type=_positive(float), help="geolife_sample: time bin")
     sub.add_parser("list", help="list the registered datasets")
     args = ap.parse_args(argv)
     if args.cmd == "list":
@@ -69,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = load_series(args.source, **opts)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     for k, v in describe(s):
         print(f"{k:<14} {v}")

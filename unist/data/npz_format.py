@@ -2,9 +2,9 @@
 
 Keys (only `data` is required; see docs/data.md):
   data              float [T, N, C] (graph / point sensors) or [T, H, W, C] (grid); NaN = missing
-  mask              bool, same shape as data; False = missing (combined with the NaNs)
+  mask              bool (or 0/1 integers), same shape as data; False/0 = missing (combined with the NaNs)
   layout            str 'graph' | 'grid' | 'video' (default: rank 3 -> graph, rank 4 -> grid)
-  timestamps        datetime64 [T]
+  timestamps        datetime64 [T], strictly increasing
   interval_minutes  float scalar
   lat, lon          float [N] (graph) or [H], [W] / [H, W] (grid): real coordinates
   coords            float [N, 2] / [H, W, 2]: any other coordinates (used when lat/lon are absent)
@@ -34,6 +34,22 @@ def _grid_coords(lat: np.ndarray, lon: np.ndarray, h: int, w: int) -> np.ndarray
     if lat.shape != (h, w) or lon.shape != (h, w):
         raise DataError(f"grid lat/lon must be [H={h}], [W={w}] or both [H, W], got {lat.shape}, {lon.shape}")
     return np.stack([lat, lon], -1)
+
+
+def _bool_mask(mask: np.ndarray, path: Path) -> np.ndarray:
+    """The npz 'mask' as bool: bool as is, integers only when every value is exactly 0 or 1 (anything else,
+    e.g. 255 or a float 0.5, is refused instead of being read as "observed")."""
+    if mask.dtype == np.bool_:
+        return mask
+    if np.issubdtype(mask.dtype, np.integer):
+        off = (mask != 0) & (mask != 1)
+        if not off.any():
+            return mask.astype(bool)
+        idx = tuple(int(i) for i in np.argwhere(off)[0])
+        raise DataError(f"{path}: integer 'mask' must hold only 0 (missing) and 1 (observed), but mask{list(idx)} = "
+                        f"{mask[idx]} ({int(off.sum())} such values); save mask=(m > 0) or a bool array")
+    raise DataError(f"{path}: 'mask' must be bool (False = missing) or 0/1 integers, got {mask.dtype}; save it "
+                    "as mask.astype(bool) after checking what its values mean")
 
 
 def load_npz(path: str | Path) -> STSeries:
@@ -74,7 +90,7 @@ def load_npz(path: str | Path) -> STSeries:
             if m.shape != data.shape:
                 raise DataError(f"{path}: 'mask' shape {m.shape} differs from 'data' shape {data.shape}; "
                                 "give one bool per value (False = missing)")
-            mask &= m.astype(bool)
+            mask &= _bool_mask(m, path)
         coords = None
         if "lat" in arrays and "lon" in arrays:
             lat, lon = arrays["lat"].astype(np.float64), arrays["lon"].astype(np.float64)

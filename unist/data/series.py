@@ -38,6 +38,32 @@ def check_edges(num_nodes: int, edge_index, edge_weight=None) -> tuple[np.ndarra
     return ei.astype(np.int64), ew
 
 
+def check_timestamps(timestamps, num_steps: int, name: str = "series") -> np.ndarray:
+    """Validated datetime64[m] [T] timestamps: the right length, no NaT, strictly increasing.
+
+    Order is checked at the given precision and again at minutes (the stored precision), so two
+    steps within one minute are caught too; the error names the first offending index."""
+    ts = np.asarray(timestamps)
+    if ts.shape != (num_steps,):
+        raise DataError(f"timestamps must have shape [T={num_steps}], got {ts.shape}")
+    if not np.issubdtype(ts.dtype, np.datetime64):
+        raise DataError(f"timestamps must be datetime64, got {ts.dtype}")
+    nat = np.isnat(ts)
+    if nat.any():
+        raise DataError(f"series {name!r}: timestamps[{int(np.argmax(nat))}] is NaT ({int(nat.sum())} NaT in all); "
+                        "give every step a time (or drop the timestamps)")
+    for stamps, unit in ((ts, "the given precision"), (ts.astype("datetime64[m]"), "minute precision")):
+        bad = np.flatnonzero(np.diff(stamps) <= np.timedelta64(0))
+        if bad.size:
+            i = int(bad[0]) + 1
+            what = "repeats" if stamps[i] == stamps[i - 1] else "is before"
+            raise DataError(f"series {name!r}: timestamps must be strictly increasing, but timestamps[{i}] = "
+                            f"{stamps[i]} {what} timestamps[{i - 1}] = {stamps[i - 1]} (at {unit}; {bad.size} such "
+                            "step(s)); sort the steps by time and drop duplicates, e.g. order = np.argsort(ts, "
+                            "kind='stable') and keep np.unique(ts, return_index=True)[1]")
+    return ts.astype("datetime64[m]")
+
+
 @dataclass
 class STSeries:
     """A spatio-temporal series.
@@ -144,11 +170,6 @@ class STSeries:
                 if self.coords.shape != (v.shape[1], v.shape[2], 2):
                     raise DataError(f"{self.layout} coords must be [H, W, 2], got {self.coords.shape}")
         if self.timestamps is not None:
-            ts = np.asarray(self.timestamps)
-            if ts.shape != (v.shape[0],):
-                raise DataError(f"timestamps must have shape [T={v.shape[0]}], got {ts.shape}")
-            if not np.issubdtype(ts.dtype, np.datetime64):
-                raise DataError(f"timestamps must be datetime64, got {ts.dtype}")
-            self.timestamps = ts.astype("datetime64[m]")
+            self.timestamps = check_timestamps(self.timestamps, v.shape[0], self.name)
         if self.channels is not None and len(self.channels) != v.shape[-1]:
             raise DataError(f"{len(self.channels)} channel names for {v.shape[-1]} channels")

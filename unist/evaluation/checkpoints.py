@@ -27,7 +27,7 @@ class ContaminationError(RuntimeError):
     """The dataset was in the checkpoint's pretraining data: not a zero-shot evaluation."""
 
 
-def _key(name: str) -> str:
+def dataset_key(name: str) -> str:
     """Comparable dataset name: the registered name when there is one, else lower case with '_' for '-'."""
     return canonical_name(name) or name.strip().lower().replace("-", "_")
 
@@ -48,12 +48,12 @@ class Checkpoint:
     def audit(self, *names: str, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
         """{"contaminated": True | False | None (unknown), "heldout", "matched", "reason"} for a dataset known under
         `names` (its registry name, file name, series name) with full-series `shape`."""
-        keys = {_key(n) for n in names if n}
-        heldout = bool(keys & {_key(n) for n in self.heldout})
+        keys = {dataset_key(n) for n in names if n}
+        heldout = bool(keys & {dataset_key(n) for n in self.heldout})
         if self.training_datasets is None:
             return {"contaminated": None, "heldout": heldout, "matched": [],
                     "reason": "the checkpoint has no training-data list (training_data.json)"}
-        matched = sorted(n for n in self.training_datasets if _key(n) in keys)
+        matched = sorted(n for n in self.training_datasets if dataset_key(n) in keys)
         same_shape = sorted(n for n, sh in self.training_shapes.items()
                             if shape is not None and tuple(sh) == tuple(shape) and n not in matched)
         reason = "not in the training data"
@@ -77,7 +77,10 @@ def load_checkpoint(spec: str, device: str | torch.device = "cpu") -> Checkpoint
 
     if spec.startswith("random:"):
         name = spec.split(":", 1)[1]
-        model = create_model(name).to(device).eval()  # KeyError lists the registered names
+        if name not in list_models():
+            raise ReleaseError(f"--checkpoint {spec!r}: no model architecture named {name!r}; random:<name> takes "
+                               f"one of {list_models()} (e.g. random:unist_tiny)")
+        model = create_model(name).to(device).eval()
         return Checkpoint(model, spec, name, random_init=True, training_datasets=[])
     try:
         rel = load_release(spec, device=device)
@@ -93,4 +96,4 @@ def load_checkpoint(spec: str, device: str | torch.device = "cpu") -> Checkpoint
                       training_shapes={r["name"]: r["shape"] for r in records if "shape" in r})
 
 
-__all__ = ["Checkpoint", "ContaminationError", "load_checkpoint"]
+__all__ = ["Checkpoint", "ContaminationError", "dataset_key", "load_checkpoint"]

@@ -27,6 +27,7 @@ import numpy as np
 
 from unist.data import STSeries
 
+from .errors import EvalError
 from .windows import EvalWindows
 
 
@@ -50,14 +51,21 @@ def _chunks(windows: list[STSeries], horizon: int, size: int, max_cells: int = M
 def forecast_windows(model, windows: list[STSeries], horizon: int, batch_size: int,
                      num_samples: int = 0, anchor_only: bool = False, self_check: bool | None = None) -> np.ndarray:
     """Stacked forecasts of `windows`: [B, H, *sp, C], or [m, B, H, *sp, C] with num_samples = m > 0.
-    self_check None: the model's own setting (`UniSTConfig.self_check`)."""
+    self_check None: the model's own setting (`UniSTConfig.self_check`). A window without any observed
+    value has nothing to forecast from: it is not sent to the model and its forecast is NaN, so one
+    outage does not stop the evaluation (the runner counts such windows as skipped)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise EvalError(f"batch_size must be >= 1, got {batch_size}")
     kw = {"anchor_only": True} if anchor_only else {}
     if self_check is not None:
         kw["self_check"] = self_check
-    out = [f for chunk in _chunks(windows, horizon, batch_size)
-           for f in model.forecast_batch(chunk, horizon, num_samples, **kw)]
+    usable = [i for i, w in enumerate(windows) if w.mask.any()]
+    preds = [f for chunk in _chunks([windows[i] for i in usable], horizon, batch_size)
+             for f in model.forecast_batch(chunk, horizon, num_samples, **kw)]
+    lead = (num_samples, horizon) if num_samples else (horizon,)
+    out = [np.full(lead + w.values.shape[1:], np.nan, np.float32) for w in windows]
+    for i, f in zip(usable, preds):
+        out[i] = f
     stacked = np.stack(out).astype(np.float32)
     return np.moveaxis(stacked, 1, 0) if num_samples else stacked
 

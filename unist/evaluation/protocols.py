@@ -9,9 +9,12 @@ then falls back to a row for the interval alone. Every default can be overridden
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from unist.data import DataError, STSeries
+from unist.data import DATASETS, DataError, STSeries, load_series
+from unist.data.registry import canonical_name
+from unist.data.video import VIDEO_SUFFIXES
 
 DAY = 1440.0
 WEEK = 7 * DAY
@@ -115,6 +118,18 @@ def load_options(layout_or_kind: str) -> dict[str, Any]:
     return dict(PROTOCOLS[("video", None, None)].load) if layout_or_kind == "video" else {}
 
 
+def _is_video(source: str) -> bool:
+    key = canonical_name(source)
+    if key is not None:
+        return key.startswith("video:") or DATASETS[key].kind == "video"
+    return Path(source).suffix.lower() in VIDEO_SUFFIXES
+
+
+def load_target(source: str) -> STSeries:
+    """The series to evaluate or fine-tune on, read with its protocol's load options (video: 64 px short side)."""
+    return load_series(source, **(load_options("video") if _is_video(source) else {}))
+
+
 def protocol_for(series: STSeries, context: int | None = None, horizon: int | None = None,
                  stride: int | None = None) -> Protocol:
     """The protocol of `series` (most specific table row first), with optional overrides."""
@@ -127,4 +142,4 @@ def protocol_for(series: STSeries, context: int | None = None, horizon: int | No
     return replace(base, **overrides) if overrides else base
 
 
-__all__ = ["GENERIC", "PROTOCOLS", "Protocol", "load_options", "protocol_for"]
+__all__ = ["GENERIC", "PROTOCOLS", "Protocol", "load_options", "load_target", "protocol_for"]

@@ -70,8 +70,20 @@ def markdown(results: dict[str, Any]) -> str:
             if "reference_unist_same_locations" in entry:
                 label += f" [unist on the same locations: MAE {_fmt(entry['reference_unist_same_locations']['mae']['avg'])}]"
             lines.append(f"| {label} | " + " | ".join(row + [_flags(entry), f"{entry['seconds']:.1f}"]) + " |")
-        lines += ["", verdict(res), ""]
+        lines += ["", verdict(res)] + ([not_scored(res)] if not_scored(res) else []) + [""]
     return "\n".join(lines)
+
+
+def not_scored(result: dict[str, Any]) -> str:
+    """One line on what could not be scored (windows skipped or without a scored point, window-locations
+    with an observed target but no scored point); "" when everything was scored."""
+    w = result["windows"]
+    if not (w["unscored"] or w["locations_unscored"]):
+        return ""
+    return (f"Not scored: {w['unscored']} of {w['count']} windows ({w['skipped']} with no observed context value "
+            f"to forecast from), and {w['locations_unscored']} of {w['locations']} window-locations that have an "
+            "observed target but where some model gave no forecast (e.g. last value, with no observed context value "
+            f"there); {w['points_scored']} points scored.")
 
 
 def plot(run: DatasetRun, path: str | Path, num_locations: int = 3) -> Path:
@@ -146,4 +158,4 @@ def write_outputs(results: dict[str, Any], runs: list[DatasetRun], out: str | Pa
     return written
 
 
-__all__ = ["markdown", "plot", "plot_paths", "verdict", "write_outputs"]
+__all__ = ["markdown", "not_scored", "plot", "plot_paths", "verdict", "write_outputs"]

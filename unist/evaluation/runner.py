@@ -18,17 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from unist.data import DATASETS, STSeries, load_series
-from unist.data.registry import canonical_name
-from unist.data.video import VIDEO_SUFFIXES
+from unist.data import DataError, STSeries
+from unist.model.inference import horizon_limit
 
 from .baselines import run_baselines
 from .checkpoints import Checkpoint, ContaminationError, load_checkpoint
+from .errors import EvalError
 from .finetune import FinetuneConfig, finetune
 from .forecasters import (anchor_forecast, has_gated_anchor, has_self_check, network_forecast, sample_locations,
                           temporal_forecast, unist_forecast)
 from .metrics import point_metrics, probabilistic_metrics, psnr
-from .protocols import Protocol, load_options, protocol_for
+from .protocols import Protocol, load_target, protocol_for
 from .windows import SPLITS, EvalWindows, make_windows
 
 SCHEMA_VERSION = 1
@@ -55,14 +55,22 @@ class EvalConfig:
     split: str = "test"
 
     def __post_init__(self) -> None:
+        """Every setting checked before any work starts (EvalError naming the setting)."""
         if self.split not in SPLITS:
-            raise ValueError(f"split={self.split!r}: use 'test' (reporting) or 'val' (model selection only)")
+            raise EvalError(f"split={self.split!r}: use 'test' (reporting) or 'val' (model selection only)")
         if not self.datasets:
-            raise ValueError("give at least one dataset (--dataset NAME|FILE.npz|VIDEO)")
+            raise EvalError("give at least one dataset (--dataset NAME|FILE.npz|VIDEO)")
+        for key in ("context", "horizon", "stride", "max_windows"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise EvalError(f"{key}={value!r}: give a positive whole number (or leave it out for the default)")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise EvalError(f"batch_size={self.batch_size!r}: give a positive whole number of windows per pass")
         if self.num_samples < 0 or self.temporal_locations < 0:
-            raise ValueError("num_samples and temporal_locations must be >= 0")
+            raise EvalError(f"num_samples={self.num_samples} and temporal_locations={self.temporal_locations} must "
+                            "be >= 0")
         if self.num_samples == 1:
-            raise ValueError("num_samples=1 gives no spread: use 0 (point forecast only) or >= 2 (e.g. 32)")
+            raise EvalError("num_samples=1 gives no spread: use 0 (point forecast only) or >= 2 (e.g. 32)")
 
 
 @dataclass
@@ -90,18 +98,6 @@ class DatasetRun:
     protocol: Protocol
     models: list[ModelRun]
     score_mask: np.ndarray
-
-
-def _is_video(source: str) -> bool:
-    key = canonical_name(source)
-    if key is not None:
-        return key.startswith("video:") or DATASETS[key].kind == "video"
-    return Path(source).suffix.lower() in VIDEO_SUFFIXES
-
-
-def load_target(source: str) -> STSeries:
-    """The series to evaluate, read with its protocol's load options (video: 64 px short side)."""
-    return load_series(source, **(load_options("video") if _is_video(source) else {}))
 
 
 def _timed(fn):
@@ -183,19 +179,55 @@ def _model_entry(r: ModelRun, w: EvalWindows, p: Protocol, mask: np.ndarray, zer
     """JSON entry of one model: flags, timing, notes and metrics (on `mask`, or its own locations)."""
     entry = {"label": r.label, "kind": r.kind, "uses_target_data": r.uses_target_data, "few_shot": r.few_shot,
              "contaminated": contaminated and r.name.startswith("unist"), "seconds": round(r.seconds, 3), **r.info}
-    m = mask
+    m, own = mask, w.target_mask
     if r.locations is not None:
-        m = mask & location_mask(mask.shape, r.locations) & np.isfinite(r.pred)
+        own = w.target_mask & location_mask(mask.shape, r.locations)
+        m = mask & own & np.isfinite(r.pred)
         entry["locations"] = r.locations.tolist()
         entry["reference_unist_same_locations"] = score(zero_shot.pred, w.target, m, p)
     entry["points_scored"] = int(m.sum())
-    entry["unpredicted_points"] = int((w.target_mask & ~np.isfinite(r.pred)).sum()) if r.locations is None else 0
+    entry["unpredicted_points"] = int((own & ~np.isfinite(r.pred)).sum())  # observed targets it gave no forecast for
     entry["metrics"] = score(r.pred, w.target, m, p, r.samples)
     return entry
 
 
+def check_model_fits(ckpt: Checkpoint, series: STSeries, p: Protocol, source: str) -> None:
+    """Refuse, before any forecast, what the model cannot do: more channels than it embeds, or a horizon
+    beyond `unist.model.inference.horizon_limit` of the protocol's context."""
+    config = ckpt.model.config
+    if config.max_channels is not None and series.num_channels > config.max_channels:
+        raise EvalError(f"dataset {source!r} has {series.num_channels} channels, the model takes at most "
+                        f"{config.max_channels} ({ckpt.model_name}): evaluate a subset of channels, e.g. save "
+                        f"data[..., :{config.max_channels}] to an .npz with unist.data.save_npz")
+    tau = config.patch.time_patch
+    seen = p.context - p.context % tau
+    if seen < 1:
+        raise EvalError(f"dataset {source!r}: context {p.context} is shorter than one time patch ({tau} steps): "
+                        f"give --context >= {tau}")
+    if p.horizon > horizon_limit(seen):
+        raise EvalError(f"dataset {source!r}: horizon {p.horizon} is more than the model forecasts from a "
+                        f"{p.context}-step context (at most {horizon_limit(seen)}, docs/model.md 'Forecast limits'): "
+                        "lower --horizon or raise --context")
+
+
+def coverage(w: EvalWindows, mask: np.ndarray) -> dict[str, int]:
+    """What could not be scored (results["windows"]): `skipped` windows have no observed context value (no
+    model can forecast them), `unscored` windows have no scored point at all (the skipped ones among
+    them); over (window, location) pairs, `locations_scored` have a scored point and `locations_unscored`
+    an observed target but no scored point (e.g. no observed context value at that location, so last
+    value, and with it the common scoring mask, has nothing there)."""
+    b, h, c = w.num_windows, w.target.shape[1], w.target.shape[-1]
+    per_loc = lambda m: m.reshape(b, h, -1, c).any(axis=(1, 3))  # noqa: E731  (B, N)
+    scored, observed = per_loc(mask), per_loc(w.target_mask)
+    return {"skipped": int((~w.context_mask.reshape(b, -1).any(1)).sum()),
+            "unscored": int((~mask.reshape(b, -1).any(1)).sum()),
+            "locations": int(scored.size), "locations_scored": int(scored.sum()),
+            "locations_unscored": int((observed & ~scored).sum())}
+
+
 def evaluate_dataset(ckpt: Checkpoint, source: str, cfg: EvalConfig) -> DatasetRun:
-    """Load, audit, window, forecast and score one dataset."""
+    """Load, audit, window, forecast and score one dataset: every window and location that can be scored
+    is, and what could not be is counted (`coverage`)."""
     series = load_target(source)
     audit = ckpt.audit(source, series.name, Path(source).stem, shape=series.values.shape)
     if audit["contaminated"] is not False and not cfg.allow_contaminated:
@@ -204,13 +236,15 @@ def evaluate_dataset(ckpt: Checkpoint, source: str, cfg: EvalConfig) -> DatasetR
             "Evaluate on a held-out dataset, or pass --allow-contaminated to run anyway (results flagged "
             "contaminated)")
     p = protocol_for(series, cfg.context, cfg.horizon, cfg.stride)
+    check_model_fits(ckpt, series, p, source)
     w = make_windows(series, p, cfg.max_windows, cfg.split)
     runs = model_runs(ckpt, w, p, cfg)
     contaminated = audit["contaminated"] is not False
     mask = score_mask(w, p, runs)
     if not mask.any():
-        raise RuntimeError(f"dataset {source!r}: no target point left to score (all missing, or some model predicted "
-                           "nothing); check the data's mask")
+        raise DataError(f"dataset {source!r}: no target point of its {w.num_windows} {cfg.split} windows can be "
+                        "scored (every target is missing, or has no observed context value before it); check the "
+                        "data's mask, or give a longer --context")
     splits = w.splits
     result = {
         "dataset": {"source": source, "name": series.name, "layout": series.layout, "domain": series.domain,
@@ -219,7 +253,7 @@ def evaluate_dataset(ckpt: Checkpoint, source: str, cfg: EvalConfig) -> DatasetR
         "protocol": p.to_dict(),
         "split": {name: {"start": int(s.meta["split_start"]), "steps": s.num_steps} for name, s in splits.items()},
         "windows": {"count": w.num_windows, "available": w.available, "starts": w.starts.tolist(),
-                    "points_scored": int(mask.sum())},
+                    "points_scored": int(mask.sum()), **coverage(w, mask)},
         "contamination": audit,
         "contaminated": contaminated,
         "models": {r.name: _model_entry(r, w, p, mask, runs[0], contaminated) for r in runs},
@@ -238,5 +272,5 @@ def run(cfg: EvalConfig, checkpoint: Checkpoint | None = None) -> tuple[dict[str
     return results, runs
 
 
-__all__ = ["DatasetRun", "EvalConfig", "ModelRun", "SCHEMA_VERSION", "evaluate_dataset", "load_target", "run",
-           "score", "score_mask"]
+__all__ = ["DatasetRun", "EvalConfig", "EvalError", "ModelRun", "SCHEMA_VERSION", "check_model_fits", "coverage",
+           "evaluate_dataset", "load_target", "run", "score", "score_mask"]

@@ -85,7 +85,9 @@ MASKED_LOSSES = ("huber", "mse", "mae")
 
 # Fields added after the first release: a saved config without them takes these values, so an older
 # checkpoint keeps the behaviour it was trained with (the dataclass defaults are for new models).
-LEGACY_DEFAULTS: dict[str, Any] = {"norm_scope": "sample", "gated_anchor": False, "self_check": False}
+LEGACY_DEFAULTS: dict[str, Any] = {"norm_scope": "sample", "gated_anchor": False, "self_check": False,
+                                   "patch_codec": "pointset"}
+PATCH_CODECS = ("basis", "pointset")
 
 
 @dataclass
@@ -103,6 +105,9 @@ class UniSTConfig:
     persistence_anchor=False switches the whole anchor off.
     masked_loss: 'huber' (delta 1, robust to outliers as in Time-MoE), 'mse', or 'mae' (masked MAE as in
     DCRNN / Graph WaveNet: the median, what MAE-scored forecasts of skewed counts want).
+    patch_codec: how tokens are embedded and reconstructed (`unist.patching.embed`): 'basis' (slot-basis
+    moments in, a rank-S slot expansion out; the default) or 'pointset' (a per-point MLP with attention
+    pooling and a per-slot MLP head: 10-40x the FLOPs; releases trained before the basis codec).
     self_check: at forecast time, scale the network's correction of the anchor by how it did in a
     backtest on the context's own last tokens (`selfcheck.py`; needs the gated anchor; inference only).
     """
@@ -122,6 +127,7 @@ class UniSTConfig:
     objectives: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     max_channels: int = 8
     patch_embed_dim: int = 64
+    patch_codec: str = "basis"
     attn_backend: str | None = None
     dropout: float = 0.0
     domain_buckets: int = 64
@@ -171,6 +177,8 @@ class UniSTConfig:
             raise ConfigError(f"norm_scope={self.norm_scope!r} unknown: use 'location' (per cell/node) or 'sample'")
         if not 0.0 <= self.norm_floor <= 1.0:
             raise ConfigError(f"norm_floor={self.norm_floor} must be in [0, 1] (a fraction of the sample's std)")
+        if self.patch_codec not in PATCH_CODECS:
+            raise ConfigError(f"patch_codec={self.patch_codec!r} unknown: use one of {PATCH_CODECS}")
         if self.masked_loss not in MASKED_LOSSES:
             raise ConfigError(f"masked_loss={self.masked_loss!r} unknown: use one of {MASKED_LOSSES}")
         if self.mlp_ratio <= 0:

@@ -8,8 +8,10 @@ UniST needs three refinements, all expectation values under the config's masking
   * Not every token visits every part: the encoder sees the visible fraction (1 - ratio) of the
     tokens, plus (1 - contrastive_ratio) for the second contrastive view; the decoder and the
     reconstruction head see all tokens; the diffusion head runs once per hidden token and channel.
-  * Some weights run per point, not per token: PatchEmbed's point MLP on each of the S * C
-    (slot, channel) points and PatchHead's slot MLPs on each of the S slots.
+  * Some weights run per point or per slot, not per token: the point-set codec's point MLP on each
+    of the S * C (slot, channel) points and its head's slot MLPs on each of the S slots; the basis
+    codec's slot-basis layers on each of the S slots, plus its weight-free contractions (embedding
+    moments 3 * S * C * S and head expansion S * C * S multiply-adds per token, `_basis_contractions`).
 Embedding tables (lookups) and the per-sample contrastive projector are left out.
 """
 from __future__ import annotations
@@ -19,8 +21,9 @@ import torch
 from .config import UniSTConfig
 from .moe import Experts
 
-_PER_POINT = ("patch_embed.point_in.", "patch_embed.point_mlp.", "patch_embed.score.")
-_PER_SLOT = ("head.pos.", "head.out.")
+# Weights that run per (slot, channel) point / per slot rather than per token, by patch codec.
+_PER_POINT = {"pointset": ("patch_embed.point_in.", "patch_embed.point_mlp.", "patch_embed.score."), "basis": ()}
+_PER_SLOT = {"pointset": ("head.pos.", "head.out."), "basis": ("patch_embed.basis.", "head.basis.")}
 
 
 _CACHE: dict[str, dict[str, int]] = {}
@@ -52,9 +55,9 @@ def count_params(config: UniSTConfig) -> dict[str, int]:
             groups["experts"] += n
         if name in embedding_names or name in ("patch_embed.empty", "mask_token"):
             groups["embedding"] += n
-        elif name.startswith(_PER_POINT):
+        elif name.startswith(_PER_POINT[config.patch_codec]):
             groups["per_point"] += n
-        elif name.startswith(_PER_SLOT):
+        elif name.startswith(_PER_SLOT[config.patch_codec]):
             groups["per_slot"] += n
         elif name.startswith("flow."):
             groups["flow"] += n
@@ -76,7 +79,7 @@ def flops_per_token(config: UniSTConfig, seq_len: int, channels: int = 1, traini
     """Expected FLOPs per packed token of one training step (forward + backward), or forward only.
 
     seq_len: tokens per sample (attention span); channels: C of the batch. With
-    v = (1 - ratio) + [contrastive on] (1 - contrastive_ratio) encoder passes per token and
+    v = (1 - ratio) + [contrastive on] (1 - contrastive_ratio) / 3 encoder passes per token (the view has no backward) and
     h = ratio hidden tokens per token (diffusion):
       F = 6 * [ v * (N_enc_active + S*C*N_point) + N_dec + S*N_slot + [diffusion on] h*C*N_flow ]
           + 12 * [ v * depth * d_model * (1 - ratio) * seq_len + decoder_depth * decoder_dim * seq_len ]
@@ -87,7 +90,8 @@ def flops_per_token(config: UniSTConfig, seq_len: int, channels: int = 1, traini
     p = count_params(config)
     o, ratio = config.objectives, config.masking.ratio
     slots = config.patch.slots
-    enc_passes = (1 - ratio) + ((1 - o.contrastive_ratio) if o.contrastive > 0 else 0.0)
+    # the contrastive view is encoded without gradient: a forward only, a third of a training pass
+    enc_passes = (1 - ratio) + ((1 - o.contrastive_ratio) / 3 if o.contrastive > 0 else 0.0)
     enc_seq = (1 - ratio) * seq_len
     decoder_on = o.masked > 0 or o.diffusion > 0
     weights = enc_passes * (p["encoder_active"] + slots * channels * p["per_point"])
@@ -98,4 +102,13 @@ def flops_per_token(config: UniSTConfig, seq_len: int, channels: int = 1, traini
     if o.diffusion > 0:
         weights += ratio * channels * p["flow"]
     mult = 3 if training else 1
-    return float(2 * mult * weights + 4 * mult * attn)
+    contractions = _basis_contractions(config, channels, enc_passes, decoder_on)
+    return float(2 * mult * (weights + contractions) + 4 * mult * attn)
+
+
+def _basis_contractions(config: UniSTConfig, channels: int, enc_passes: float, decoder_on: bool) -> float:
+    """Multiply-adds per token of the basis codec's weight-free einsums (rank = slots): 0 for the point set."""
+    if config.patch_codec != "basis":
+        return 0.0
+    s = config.patch.slots
+    return enc_passes * 3 * s * channels * s + (s * channels * s if decoder_on else 0.0)

@@ -23,6 +23,28 @@ from .losses import denormalise
 from .selfcheck import backtest_tokens, trust_weights
 
 
+# Forecast limits (docs/model.md, "Forecast limits"): pretraining hides about as many time patches as it shows,
+# so a forecast much longer than its context is extrapolation, and the work grows with the horizon.
+MAX_HORIZON_RATIO = 4   # horizon <= 4 x the window's context (after cropping to whole time patches)
+MAX_HORIZON = 1024      # ... and <= 1024 steps, whatever the context; allow_long=True lifts both
+
+
+def horizon_limit(context_steps: int) -> int:
+    """The longest horizon `forecast` takes without allow_long=True after a context of `context_steps` steps."""
+    return min(MAX_HORIZON, MAX_HORIZON_RATIO * context_steps)
+
+
+def check_horizon(horizon: int, context_steps: int, name: str) -> None:
+    """Refuse a horizon beyond `horizon_limit` with the ways around it (ValueError)."""
+    limit = horizon_limit(context_steps)
+    if horizon > limit:
+        raise ValueError(f"horizon {horizon} is too long for window {name!r}: at most {limit} steps (the smaller of "
+                         f"{MAX_HORIZON_RATIO} x its {context_steps}-step context and MAX_HORIZON={MAX_HORIZON}). "
+                         "Beyond that the forecast is extrapolation and its cost grows with the horizon: forecast in "
+                         f"chunks of <= {limit} steps, appending each forecast to the context, give a longer context, "
+                         "or pass allow_long=True")
+
+
 @contextmanager
 def eval_mode(module: torch.nn.Module) -> Iterator[None]:
     """Eval mode and no grad inside, the previous training flag restored after."""
@@ -69,18 +91,20 @@ class InferenceMixin:
         latent, _ = self.forward_encoder(self.encoder_view(batch, seen, keep))
         return batch, self.forward_decoder(latent, batch, keep), self.anchor(batch, seen, keep), mean, std
 
-    def forecast(self, window: STSeries, horizon: int, num_samples: int = 0) -> np.ndarray:
+    def forecast(self, window: STSeries, horizon: int, num_samples: int = 0, allow_long: bool = False) -> np.ndarray:
         """Forecast `horizon` steps after `window` (grid, graph or video).
 
         Returns [horizon, *spatial, C] (point forecast, numpy float32) or, with num_samples > 0,
         [num_samples, horizon, *spatial, C] rectified-flow samples (take quantiles over axis 0).
+        horizon: at most `horizon_limit(context steps)` unless allow_long=True (`check_horizon`).
         """
         if not isinstance(window, STSeries):
             raise TypeError(f"forecast needs an STSeries window, got {type(window).__name__}")
-        return self.forecast_batch([window], horizon, num_samples)[0]
+        return self.forecast_batch([window], horizon, num_samples, allow_long=allow_long)[0]
 
     def forecast_batch(self, windows: list[STSeries], horizon: int, num_samples: int = 0,
-                       anchor_only: bool = False, self_check: bool | None = None) -> list[np.ndarray]:
+                       anchor_only: bool = False, self_check: bool | None = None,
+                       allow_long: bool = False) -> list[np.ndarray]:
         """`forecast` for many windows in one packed pass (any mix of layouts, sizes and context lengths).
 
         Attention never crosses samples, routing is per token and normalisation per sample, so item i
@@ -88,7 +112,8 @@ class InferenceMixin:
         anchor_only: the ablation "what does the network add?": the anchor weighted by its in-context
         backtest alone (no head output, no decoder term in the weights; point forecasts only).
         self_check: scale the network's correction of the anchor by its own in-context backtest
-        (`selfcheck.py`); None = the model's `config.self_check`.
+        (`selfcheck.py`); None = the model's `config.self_check`. allow_long: lift the horizon bound
+        (`check_horizon`).
         """
         if anchor_only and num_samples:
             raise ValueError("anchor_only gives point forecasts only: use num_samples=0")
@@ -107,6 +132,8 @@ class InferenceMixin:
                                 f"give at least {tau} context steps")
             if not window.mask.any():
                 raise DataError(f"window {window.name!r} has no observed value: nothing to forecast from")
+            if not allow_long:
+                check_horizon(int(horizon), t - t % tau, window.name)
             ctxs.append(window.slice_time(t % tau, t))  # whole time patches only
         if not ctxs:
             return []

@@ -65,13 +65,59 @@ class Experts(nn.Module):
         nn.init.zeros_(self.b1)
         nn.init.zeros_(self.b2)
 
-    def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """x (A, d): assignments sorted by expert, `counts[e]` rows for expert e -> (A, d)."""
-        # unbind once (its backward stacks the grads once) instead of indexing w1[e] per expert
+    def forward(self, x: torch.Tensor, expert: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """x (A, d): assignments sorted by expert, expert (A,) their expert ids, counts (E,) rows per
+        expert -> (A, d). One grouped matmul per layer (no Python loop over experts, no host sync)."""
+        dtype = _compute_dtype(x)
+        if not grouped_mm_supported(x.device, dtype):  # CUDA fp32: torch's grouped matmul is bf16-only there
+            return self._loop(x, counts.tolist())
+        offs = torch.cumsum(counts, 0).to(torch.int32)  # (E,) end row of each expert
+        # index_select, not b[expert]: its backward is an index_add, advanced indexing's a slow index_put on CPU
+        hid = grouped_mm(x.to(dtype), self.w1.to(dtype), offs) + self.b1.to(dtype).index_select(0, expert)  # (A, h)
+        return grouped_mm(F.gelu(hid), self.w2.to(dtype), offs) + self.b2.to(dtype).index_select(0, expert)
+
+    def _loop(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """The same math as one matmul pair per expert (the reference `forward` is tested against)."""
         params = zip(self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0))
         outs = [F.gelu(xe @ w1 + b1) @ w2 + b2  # xe (counts[e], d); empty slices are fine
                 for xe, (w1, b1, w2, b2) in zip(torch.split(x, counts), params)]
         return torch.cat(outs, dim=0)
+
+
+def count_ids(ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) occurrences of each id in 0..n-1. Unlike `torch.bincount`, whose output size depends on the
+    data, this never waits for the device."""
+    return torch.zeros(n, dtype=torch.long, device=ids.device).index_add_(0, ids, torch.ones_like(ids))
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls run in here: autocast's (bf16) when it is on for x's device, else x's own."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+
+def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    """torch._grouped_mm runs fp32 and bf16 on CPU; on CUDA only bf16 (sm90+)."""
+    return device.type == "cpu" or (dtype == torch.bfloat16 and device.type == "cuda"
+                                    and torch.cuda.get_device_capability(device) >= (9, 0))
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous: torch._grouped_mm's backward
+    refuses expanded (stride-0) gradients such as the one of `y.sum()`."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def grouped_mm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """x (A, d) rows grouped by expert, w (E, d, h), offs (E,) int32 cumulative row counts -> (A, h)."""
+    return _ContiguousGrad.apply(torch._grouped_mm(x, w, offs=offs))
 
 
 @dataclass
@@ -111,7 +157,7 @@ class MoEFeedForward(nn.Module):
         if self.dense:
             zero = x.new_zeros(())
             load = torch.full((1,), float(n), device=x.device)
-            layout_load = torch.bincount(layout_id, minlength=NUM_LAYOUTS).float()[:, None]
+            layout_load = count_ids(layout_id, NUM_LAYOUTS).float()[:, None]
             return self.mlp(x), MoEStats(zero, zero, load, layout_load, zero.detach())
 
         with torch.autocast(x.device.type, enabled=False):  # fp32 router (stable softmax), also under autocast
@@ -125,16 +171,16 @@ class MoEFeedForward(nn.Module):
         order = torch.argsort(flat_expert, stable=True)  # assignments grouped by expert, token order kept
         sorted_expert = flat_expert[order]  # (A,)
         token = order // k  # (A,) token of each sorted assignment
-        counts = torch.bincount(flat_expert, minlength=E)  # (E,)
+        counts = count_ids(flat_expert, E)  # (E,)
         keep = self._capacity_keep(sorted_expert, counts, n)  # (A,) bool or None (dropless)
         if keep is not None:
             order, sorted_expert, token = order[keep], sorted_expert[keep], token[keep]
-            kept_counts = torch.bincount(sorted_expert, minlength=E)
+            kept_counts = count_ids(sorted_expert, E)
         else:
             kept_counts = counts
 
-        y_sorted = self.experts(x[token], kept_counts.tolist())  # (A', d)
-        y_sorted = y_sorted * gate.reshape(-1)[order, None].to(y_sorted.dtype)
+        y_sorted = self.experts(x.index_select(0, token), sorted_expert, kept_counts)  # (A', d)
+        y_sorted = y_sorted * gate.reshape(-1).index_select(0, order)[:, None].to(y_sorted.dtype)
         y = x.new_zeros(x.shape, dtype=y_sorted.dtype).index_add_(0, token, y_sorted).to(x.dtype)  # (N, d)
         y = self.drop(y)
         if self.shared is not None:
@@ -143,7 +189,7 @@ class MoEFeedForward(nn.Module):
         f = counts.float() / max(n * k, 1)  # (E,) share of assignments (before drops, as in Switch)
         aux = E * (f * probs.mean(dim=0)).sum() if n else x.new_zeros(())
         z = torch.logsumexp(logits, dim=-1).pow(2).mean() if n else x.new_zeros(())
-        layout_load = torch.bincount(layout_id[token] * E + sorted_expert, minlength=NUM_LAYOUTS * E)
+        layout_load = count_ids(layout_id.index_select(0, token) * E + sorted_expert, NUM_LAYOUTS * E)
         dropped = 1.0 - kept_counts.sum().float() / max(n * k, 1)
         return y, MoEStats(aux, z, kept_counts.float(), layout_load.view(NUM_LAYOUTS, E).float(), dropped.detach())
 

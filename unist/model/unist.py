@@ -1,7 +1,7 @@
 """`UniST`: a mixture-of-experts Transformer over patched spatio-temporal tokens (MAE / DiT style).
 
     TokenBatch (grids, graphs, video packed together)
-      -> PatchEmbed (point-set embedding of each patch) + TokenPosition      (L, d)
+      -> PatchEmbed (slot-basis embedding of each patch) + TokenPosition     (L, d)
       -> encoder: depth x [varlen attention + MoE FFN] on the VISIBLE tokens (Lv, d)
       -> decoder: mask tokens inserted, dense Transformer at decoder_dim   (L, dd)
       -> PatchHead: point reconstruction (L, S, C)  |  FlowHead: diffusion samples of hidden patches
@@ -11,7 +11,9 @@
   diffusion    rectified-flow MSE on the hidden tokens, conditioned on the decoder output;
   contrastive  InfoNCE between per-sample embeddings of two views: the masked view (shared with the
                two objectives above, so it costs nothing extra) and a second view with random token
-               dropping, amplitude scaling and jitter;
+               dropping, amplitude scaling and jitter, encoded without gradient (a stop-gradient
+               target as in SimSiam / MoCo's key branch, with negatives from the batch): it costs one
+               forward pass instead of a forward and a backward;
   moe_aux, moe_z  router load-balancing and z losses (mean over encoder layers and passes);
   loss         the weighted sum (weights from `ObjectiveConfig` / `MoEConfig`).
 Values are normalised per location (or per sample) and channel with the statistics of what the
@@ -27,7 +29,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
-from unist.patching.embed import PatchEmbed, PatchHead
+from unist.patching.embed import PatchEmbed, PatchHead, PointSetEmbed, PointSetHead
 from unist.patching.patcher import UniversalPatcher
 from unist.patching.tokens import TokenBatch
 
@@ -52,7 +54,10 @@ class UniST(InferenceMixin, nn.Module):
         with torch.random.fork_rng(devices=[]):  # same config -> same weights, whatever the global RNG
             torch.manual_seed(cfg.seed)
             # encoder
-            self.patch_embed = PatchEmbed(cfg.d_model, cfg.max_channels, d_point=cfg.patch_embed_dim)
+            if cfg.patch_codec == "basis":  # rank = slots: full rank on a grid block, like MAE's linear embedding
+                self.patch_embed = PatchEmbed(cfg.d_model, cfg.max_channels, d_point=cfg.patch_embed_dim, rank=slots)
+            else:
+                self.patch_embed = PointSetEmbed(cfg.d_model, cfg.max_channels, d_point=cfg.patch_embed_dim)
             self.pos = TokenPosition(cfg.d_model, cfg.fourier_freqs, cfg.domain_buckets)
             self.encoder = Transformer(cfg.d_model, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.moe,
                                        cfg.attn_backend, cfg.dropout)
@@ -62,7 +67,10 @@ class UniST(InferenceMixin, nn.Module):
             self.decoder_pos = TokenPosition(cfg.decoder_dim, cfg.fourier_freqs, cfg.domain_buckets)
             self.decoder = Transformer(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio,
                                        MoEConfig(dense=True), cfg.attn_backend, cfg.dropout)
-            self.head = PatchHead(cfg.decoder_dim, cfg.max_channels, d_hidden=cfg.decoder_dim)
+            if cfg.patch_codec == "basis":
+                self.head = PatchHead(cfg.decoder_dim, cfg.max_channels, d_hidden=cfg.decoder_dim, rank=slots)
+            else:
+                self.head = PointSetHead(cfg.decoder_dim, cfg.max_channels, d_hidden=cfg.decoder_dim)
             # per-token weights of the seasonal and level terms (absent without them: older releases load as saved)
             # per-token gates of the anchor's smoothed / seasonal / level parts: from the decoder features and from
             # the in-context backtest features (absent without them: older releases load as saved)
@@ -247,8 +255,8 @@ class UniST(InferenceMixin, nn.Module):
         out["contrastive"] = out["contrastive_acc"] = batch.values.new_zeros(())
         if o.contrastive > 0:
             view2 = self.contrastive_view(batch)
-            latent2, stats2 = self.forward_encoder(view2)
-            stats = stats + stats2
+            with torch.no_grad():  # stop-gradient target view: a forward pass only (its MoE stats are not losses)
+                latent2, _ = self.forward_encoder(view2)
             z1 = self.projector(self.embed_samples(latent, visible))
             z2 = self.projector(self.embed_samples(latent2, view2))
             out["contrastive"], out["contrastive_acc"] = info_nce(z1, z2, o.temperature)

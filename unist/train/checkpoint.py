@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ import torch.distributed as dist
 MANIFEST = "MANIFEST.json"
 STATE = "unist_state.json"  # model config, data list, normalisation, step: read by export without unpickling
 TAG_PREFIX = "step_"
+# What a run writes into out_dir/name/ (see PretrainConfig); a fresh start moves these aside.
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.csv", "loss.png", "summary.json", "release", "tensorboard")
+PREVIOUS = "previous"
 
 
 class CheckpointError(RuntimeError):
@@ -101,6 +105,38 @@ def verify_checkpoint(tag_dir: Path, deep: bool = True) -> dict[str, Any]:
                 raise CheckpointError(f"checkpoint file {p} is corrupt (CRC mismatch in {bad}); resume from an "
                                       "earlier tag")
     return manifest
+
+
+def read_state(tag_dir: Path) -> dict[str, Any]:
+    """The checkpoint's `unist_state.json` (model config, run config, data list), read without
+    unpickling anything, so resume can compare settings before DeepSpeed loads a weight."""
+    path = Path(tag_dir) / STATE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {tag_dir} has no {STATE}: it was not written by unist.train; start a "
+                              "new run instead of resume=true") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is corrupt ({e}); resume from an earlier tag") from None
+
+
+def archive_previous_run(run_dir: Path, stamp: str | None = None) -> Path | None:
+    """Move a previous run's outputs (RUN_OUTPUTS) out of `run_dir` into run_dir/previous/<stamp>/
+    (default stamp: local time YYYYmmdd-HHMMSS, made unique), so a fresh start never deletes a
+    finished run's checkpoints or release. Returns that folder, or None when there was nothing."""
+    run_dir = Path(run_dir)
+    found = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if not found:
+        return None
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    dest, n = run_dir / PREVIOUS / stamp, 1
+    while dest.exists():
+        dest, n = run_dir / PREVIOUS / f"{stamp}-{n}", n + 1
+    dest.mkdir(parents=True)
+    for name in found:
+        os.replace(run_dir / name, dest / name)
+    _fsync_dir(run_dir)
+    return dest
 
 
 class CheckpointManager:

@@ -9,8 +9,9 @@ against `UniSTConfig` and applied on top of the registry's config for `model.nam
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from unist.model.config import UniSTConfig
 
@@ -19,6 +20,10 @@ from .overrides import ConfigError, apply_override, field_type, leaf_keys, parse
 
 LAYOUT_NAMES = ("grid", "graph", "video")
 PRECISIONS = ("auto", "fp32", "bf16")
+# The datasets the shipped unist-tiny release held out (checkpoints/unist-tiny/training_data.json
+# "heldout", scripts/release_unist_tiny.sh HELDOUT; tests/test_train_guards.py keeps the three equal):
+# the default `data.heldout`, so the default run never trains on what README's zero-shot table evaluates.
+RELEASE_HELDOUT = ("metr_la_week", "nyc_bike2", "era5_t2m_uk", "flipping_a_pancake")
 
 
 @dataclass
@@ -35,9 +40,13 @@ class ModelSection:
 class DataSection:
     """What one micro-batch is made of.
 
-    datasets: real datasets to train on, "auto" = every registered dataset with a series found in
-      data_dir, minus `heldout`. heldout: never read (not even loaded). Real series are cut 6:2:2 in
-      time and only the train part is used; it is z-scored with statistics of that part.
+    datasets: what to train on: "auto" = every registered dataset with a series found in data_dir
+      (an error when there is none: a wrong UNIST_DATA_DIR must not train on synthetic data alone),
+      registered names, paths to .npz files in the unist npz format (named by the file's stem,
+      layout read from the file), and "synthetic" = the synthetic corpus (so `datasets=synthetic`
+      trains on it alone; it is in every mixture while synthetic_weight > 0). heldout: never read
+      (not even loaded); default: the shipped release's held-out sets (RELEASE_HELDOUT). Real series
+      are cut 6:2:2 in time and only the train part is used; it is z-scored with statistics of that part.
     synthetic_weight / type_weights / dataset_weights: mixture weights. A real dataset's share is
       type_weights[its layout] split over the datasets of that layout (times dataset_weights[name],
       default 1); the synthetic corpus is one more source with weight synthetic_weight.
@@ -52,7 +61,7 @@ class DataSection:
 
     data_dir: str = ""
     datasets: tuple[str, ...] = ("auto",)
-    heldout: tuple[str, ...] = ("chickenpox_hungary",)
+    heldout: tuple[str, ...] = RELEASE_HELDOUT
     synthetic_weight: float = 1.0
     type_weights: dict[str, float] = field(default_factory=lambda: {"grid": 1.0, "graph": 1.0, "video": 1.0})
     dataset_weights: dict[str, float] = field(default_factory=dict)
@@ -69,7 +78,8 @@ class DataSection:
 @dataclass
 class OptimSection:
     """AdamW (torch implementation, no compiled op) with linear warmup then cosine decay to
-    lr * min_lr_ratio at train.steps; weight decay skips biases and norm weights."""
+    lr * min_lr_ratio at train.steps; weight decay skips biases and norm weights. grad_clip: max
+    global gradient norm (0 = no clipping)."""
 
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
@@ -166,7 +176,14 @@ class PretrainConfig:
         return cls(**kw)
 
     def validate(self) -> "PretrainConfig":
-        """Raise ConfigError naming the first bad key; return self."""
+        """Raise ConfigError naming the first bad key; return self.
+
+        Every float must be finite before any range check: NaN compares False with everything, so a
+        `v <= 0` test alone would let `optim.lr=nan` through (and train on NaN losses)."""
+        for key, v in float_leaves(self):
+            if not math.isfinite(v):
+                raise ConfigError(f"{key}={v} is not a finite number: give a finite value (defaults: "
+                                  "`python train/pretrain.py --keys`, docs/training.md)")
         d, o, z, t, c = self.data, self.optim, self.zero, self.train, self.checkpoint
         positive = {"data.window": d.window, "data.max_cells": d.max_cells, "data.video_size": d.video_size,
                     "data.video_max_frames": d.video_max_frames, "data.tokens_per_batch": d.tokens_per_batch,
@@ -183,21 +200,36 @@ class PretrainConfig:
             raise ConfigError(f"data.repeat_batches={d.repeat_batches} must be >= 0 (0 = fresh batches)")
         if d.num_workers < 0:
             raise ConfigError(f"data.num_workers={d.num_workers} must be >= 0 (0 = load in the main process)")
-        if d.video_fps <= 0 or o.lr <= 0 or not 0 <= o.min_lr_ratio <= 1 or o.warmup_steps < 0:
-            raise ConfigError("need data.video_fps > 0, optim.lr > 0, 0 <= optim.min_lr_ratio <= 1, "
-                              "optim.warmup_steps >= 0")
+        if o.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps={o.warmup_steps} must be >= 0")
+        ranges = {"data.video_fps": (d.video_fps, "> 0", d.video_fps > 0),
+                  "optim.lr": (o.lr, "> 0", o.lr > 0),
+                  "optim.min_lr_ratio": (o.min_lr_ratio, "in [0, 1]", 0 <= o.min_lr_ratio <= 1),
+                  "optim.weight_decay": (o.weight_decay, ">= 0", o.weight_decay >= 0),
+                  "optim.beta1": (o.beta1, "in [0, 1)", 0 <= o.beta1 < 1),
+                  "optim.beta2": (o.beta2, "in [0, 1)", 0 <= o.beta2 < 1),
+                  "optim.eps": (o.eps, "> 0", o.eps > 0),
+                  "optim.grad_clip": (o.grad_clip, ">= 0 (0 = no clipping)", o.grad_clip >= 0),
+                  "logging.peak_tflops": (self.logging.peak_tflops, ">= 0 (0 = look the GPU up)",
+                                          self.logging.peak_tflops >= 0)}
+        for k, (v, rule, ok) in ranges.items():
+            if not ok:
+                raise ConfigError(f"{k}={v} must be {rule}")
         bad_types = set(d.type_weights) - set(LAYOUT_NAMES)
         if bad_types:
             raise ConfigError(f"data.type_weights has unknown data types {sorted(bad_types)}: use {LAYOUT_NAMES}")
         weights = {"data.synthetic_weight": d.synthetic_weight, **{f"data.type_weights.{k}": v for k, v in
                    d.type_weights.items()}, **{f"data.dataset_weights.{k}": v for k, v in d.dataset_weights.items()}}
-        neg = {k: v for k, v in weights.items() if v < 0}
+        neg = {k: v for k, v in weights.items() if not v >= 0}
         if neg:
             raise ConfigError(f"mixture weights must be >= 0, got {neg}")
         both = set(d.datasets) & set(d.heldout)
         if both:
-            raise ConfigError(f"datasets {sorted(both)} are both in data.datasets and data.heldout: a held-out "
-                              "dataset is never trained on; remove it from one list")
+            default = " (the default data.heldout holds out the release's zero-shot sets)" \
+                if tuple(d.heldout) == RELEASE_HELDOUT else ""
+            raise ConfigError(f"datasets {sorted(both)} are both in data.datasets and data.heldout{default}: a "
+                              "held-out dataset is never trained on; remove it from one list (data.heldout= "
+                              "holds out nothing)")
         if z.stage not in (0, 1, 2, 3):
             raise ConfigError(f"zero.stage={z.stage}: choose 0, 1, 2 or 3")
         if z.precision not in PRECISIONS:
@@ -214,6 +246,22 @@ class PretrainConfig:
         for key, value in self.model.overrides.items():
             cfg = replace_dotted(cfg, key, value)
         return cfg.validate()
+
+
+def float_leaves(cfg: PretrainConfig) -> Iterator[tuple[str, float]]:
+    """(dotted key, value) of every float in `cfg`: fields, dict entries (mixture weights) and
+    model.* architecture overrides (reported under their command-line key, e.g. model.moe.aux_weight)."""
+    def walk(obj: Any, prefix: str) -> Iterator[tuple[str, float]]:
+        for f in dataclasses.fields(obj):
+            v, key = getattr(obj, f.name), prefix + f.name
+            if dataclasses.is_dataclass(v):
+                yield from walk(v, key + ".")
+            elif isinstance(v, float):
+                yield key, v
+            elif isinstance(v, dict):
+                sub = "model." if key == "model.overrides" else key + "."
+                yield from ((sub + k, x) for k, x in v.items() if isinstance(x, float))
+    return walk(cfg, "")
 
 
 _SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "zero": ZeroSection,

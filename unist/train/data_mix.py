@@ -1,8 +1,11 @@
 """Pretraining data: a weighted mixture of real datasets and the synthetic corpus, packed to a token budget.
 
   build_sources(cfg.data, seed)  load the training split (chronological 6:2:2, first 60 %) of every
-                                 dataset to train on, z-scored with train-split statistics; held-out
-                                 datasets are never passed to the loader.
+                                 dataset to train on (registered names or .npz / video paths),
+                                 z-scored with train-split statistics; held-out datasets are never
+                                 passed to the loader. "auto" that finds no dataset, and a
+                                 dataset_weights name outside the mixture, are errors (a wrong
+                                 UNIST_DATA_DIR or a typo must not silently train something else).
   Mixture                        source weights: a data type's weight is split over its datasets.
   pack_batch(...)                micro-batch j of rank r: windows drawn with rng (seed, r, j) and added
                                  while they fit `tokens_per_batch`; patchified into one packed TokenBatch
@@ -14,6 +17,7 @@
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -26,7 +30,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from unist.data import (DATASETS, DataError, Normalizer, STSeries, SyntheticConfig, SyntheticCorpus, data_dir,
                         load_series, sliding_windows, split_series)
+from unist.data.registry import canonical_name, unknown_name_error
+from unist.data.video import VIDEO_SUFFIXES
 from unist.patching import PatcherConfig, TokenBatch, UniversalPatcher, partition_graph
+from unist.patching.partition import graph_layout
 
 from .config import DataSection
 
@@ -63,43 +70,103 @@ def window_starts(series: STSeries, window: int) -> tuple[int, np.ndarray]:
         length //= 2
 
 
-def training_datasets(data: DataSection) -> list[str]:
-    """The real datasets to train on: `data.datasets` ("auto" = every registered dataset with a series
-    whose folder exists under the data dir) minus `data.heldout`."""
-    root = Path(data.data_dir) if data.data_dir else data_dir()
-    heldout = {canonical(n) for n in data.heldout}
-    if tuple(data.datasets) == ("auto",):
-        names = [n for n, s in DATASETS.items() if s.has_series and (root / s.folder).is_dir()]
-    else:
-        names = [canonical(n) for n in data.datasets]
-    return [n for n in names if n not in heldout]
+def is_file_ref(entry: str) -> bool:
+    """Whether a data.datasets / data.heldout entry is a file path (.npz in the unist npz format, or a
+    video file) rather than a registered dataset name."""
+    return Path(entry).suffix.lower() in (".npz", *VIDEO_SUFFIXES)
+
+
+def source_name(entry: str) -> str:
+    """The name a dataset entry trains under: the registered name, or a file's stem."""
+    if is_file_ref(entry):
+        return Path(entry).stem
+    key = canonical_name(entry)
+    if key is None:
+        raise unknown_name_error(entry)
+    return key
 
 
 def canonical(name: str) -> str:
-    from unist.data.registry import canonical_name, unknown_name_error
-
+    """The registered name of `name`; DataError with a did-you-mean if there is none."""
     key = canonical_name(name)
     if key is None:
         raise unknown_name_error(name)
     return key
 
 
-def _load_options(name: str, data: DataSection) -> dict[str, Any]:
-    kind = DATASETS[name].kind if name in DATASETS else "video"
+def _data_root(data: DataSection) -> tuple[Path, str]:
+    """(data folder, where that choice came from) for error messages."""
+    if data.data_dir:
+        return Path(data.data_dir), "data.data_dir"
+    if os.environ.get("UNIST_DATA_DIR"):
+        return data_dir(), "UNIST_DATA_DIR"
+    return data_dir(), "the default; UNIST_DATA_DIR is not set"
+
+
+def auto_datasets(data: DataSection) -> list[str]:
+    """Every registered dataset with a series whose folder exists under the data dir; DataError if none
+    does (a wrong or missing UNIST_DATA_DIR would otherwise train on the synthetic corpus alone)."""
+    root, origin = _data_root(data)
+    names = [n for n, s in DATASETS.items() if s.has_series and (root / s.folder).is_dir()]
+    if not names:
+        folders = sorted({s.folder + "/" for s in DATASETS.values() if s.has_series})
+        state = "does not exist" if not root.is_dir() else \
+            f"holds none of the dataset folders ({', '.join(folders[:4])}, ...)"
+        raise DataError(f"data.datasets=auto found no dataset: the data folder {root} ({origin}) {state}. Set "
+                        "UNIST_DATA_DIR (or data.data_dir) to the folder that holds the datasets (docs/data.md), "
+                        "or pass data.datasets=synthetic to train on the synthetic corpus alone")
+    return names
+
+
+def training_datasets(data: DataSection) -> list[str]:
+    """The real datasets to train on, as registered names or file paths: `data.datasets` with "auto"
+    expanded (see `auto_datasets`) and "synthetic" dropped (it is the synthetic corpus, see
+    `build_sources`), minus `data.heldout` (matched by `source_name`)."""
+    heldout = {source_name(n) for n in data.heldout}
+    refs: list[str] = []
+    for entry in data.datasets:
+        if entry == "auto":
+            refs += auto_datasets(data)
+        elif entry == SYNTHETIC:
+            continue
+        elif is_file_ref(entry):
+            if not Path(entry).is_file():
+                raise DataError(f"data.datasets: file {entry} does not exist (give a path to a .npz in the unist "
+                                "npz format, docs/data.md, or to a video file)")
+            refs.append(entry)
+        else:
+            refs.append(canonical(entry))
+    refs = [r for r in refs if source_name(r) not in heldout]
+    names = [source_name(r) for r in refs]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise DataError(f"data.datasets lists {dups} more than once (a file trains under its stem, which must not "
+                        "repeat another entry's name): rename the file or drop the duplicate")
+    return refs
+
+
+def _load_options(ref: str, data: DataSection) -> dict[str, Any]:
+    suffix = Path(ref).suffix.lower()
+    if suffix == ".npz":
+        return {}
+    kind = "video" if suffix in VIDEO_SUFFIXES else DATASETS[ref].kind if ref in DATASETS else "video"
     if kind == "video":
         return {"size": data.video_size, "fps": data.video_fps, "max_frames": data.video_max_frames}
     return {}
 
 
-def load_training_split(name: str, data: DataSection,
+def load_training_split(ref: str, data: DataSection,
                         loader: Callable[..., STSeries] | None = None) -> tuple[STSeries, dict[str, Any]]:
-    """The z-scored training split of dataset `name` and its record (normaliser, sizes)."""
-    full = (loader or load_series)(name, **_load_options(name, data))
+    """The z-scored training split of dataset `ref` (a registered name or a file path) and its record
+    (normaliser, sizes; a file's record names it by its stem and keeps the path)."""
+    full = (loader or load_series)(ref, **_load_options(ref, data))
     train = split_series(full)["train"]
     norm = Normalizer().fit(train)
-    record = {"name": name, "layout": full.layout, "domain": full.domain, "split": "train (first 60%, 6:2:2)",
-              "steps_used": train.num_steps, "steps_total": full.num_steps, "shape": list(full.values.shape),
-              "normalizer": norm.state_dict()}
+    record = {"name": source_name(ref), "layout": full.layout, "domain": full.domain,
+              "split": "train (first 60%, 6:2:2)", "steps_used": train.num_steps, "steps_total": full.num_steps,
+              "shape": list(full.values.shape), "normalizer": norm.state_dict()}
+    if is_file_ref(ref):
+        record["path"] = str(Path(ref).resolve())
     return norm.transform(train), record
 
 
@@ -107,9 +174,12 @@ def build_sources(data: DataSection, seed: int, loader: Callable[..., STSeries] 
     """Every mixture source with its weight (see DataSection); raises DataError if none has weight."""
     if data.data_dir:
         os.environ["UNIST_DATA_DIR"] = data.data_dir  # the data registry reads it
+    refs = training_datasets(data)
+    dataset_weights(data, [source_name(r) for r in refs])  # a misspelled name fails before any data is read
     sources = []
-    for name in training_datasets(data):
-        series, record = load_training_split(name, data, loader)
+    for ref in refs:
+        series, record = load_training_split(ref, data, loader)
+        name = record["name"]
         length, starts = window_starts(series, data.window)
         if starts.size == 0:
             raise DataError(f"dataset {name!r}: no gap-free window of {min(data.window, MIN_WINDOW)} steps or more "
@@ -132,17 +202,36 @@ def build_sources(data: DataSection, seed: int, loader: Callable[..., STSeries] 
     return sources
 
 
+def dataset_weights(data: DataSection, trained: list[str]) -> dict[str, float]:
+    """`data.dataset_weights` keyed by source name (aliases resolved); DataError for a name that is not
+    one of the `trained` real datasets (a typo, a held-out or absent dataset), with a did-you-mean."""
+    out = {}
+    for key, w in data.dataset_weights.items():
+        if key == SYNTHETIC:
+            raise DataError("data.dataset_weights cannot weight the synthetic corpus: use data.synthetic_weight")
+        name = canonical_name(key) or key
+        if name not in trained:
+            close = difflib.get_close_matches(key, trained, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            why = " It is held out (data.heldout)." if name in {source_name(n) for n in data.heldout} else ""
+            raise DataError(f"data.dataset_weights names {key!r}, which is not a dataset of this run.{why}{hint} "
+                            f"Datasets trained on: {', '.join(trained) or 'none (synthetic only)'}")
+        out[name] = w
+    return out
+
+
 def assign_weights(sources: list[Source], data: DataSection) -> None:
     """Normalised mixture weights: type_weights[layout] split over that layout's datasets (times
-    dataset_weights[name]); the synthetic corpus gets synthetic_weight."""
+    dataset_weights[name], checked by `dataset_weights`); the synthetic corpus gets synthetic_weight."""
+    per_name = dataset_weights(data, [s.name for s in sources if s.layout is not None])
     raw = []
     for s in sources:
         if s.layout is None:
             raw.append(data.synthetic_weight)
             continue
         peers = [p for p in sources if p.layout == s.layout]
-        share = sum(data.dataset_weights.get(p.name, 1.0) for p in peers)
-        w = data.type_weights.get(s.layout, 0.0) * data.dataset_weights.get(s.name, 1.0)
+        share = sum(per_name.get(p.name, 1.0) for p in peers)
+        w = data.type_weights.get(s.layout, 0.0) * per_name.get(s.name, 1.0)
         raw.append(w / share if share > 0 else 0.0)
     total = sum(raw)
     for s, w in zip(sources, raw):
@@ -152,7 +241,7 @@ def assign_weights(sources: list[Source], data: DataSection) -> None:
 # ---------------------------------------------------------------------------------- windows
 def crop_cells(s: STSeries, max_cells: int, rng: np.random.Generator) -> STSeries:
     """A random spatial crop with at most `max_cells` cells: a rectangle of a grid/video (aspect kept),
-    or the `max_cells` nodes nearest to a random node of a graph (a node-id range without coords)."""
+    or the `max_cells` nodes nearest to a random node of a graph (see `_crop_graph`)."""
     if s.num_nodes <= max_cells:
         return s
     if s.layout == "graph":
@@ -167,9 +256,17 @@ def crop_cells(s: STSeries, max_cells: int, rng: np.random.Generator) -> STSerie
 
 
 def _crop_graph(s: STSeries, k: int, rng: np.random.Generator) -> STSeries:
+    """The k nodes nearest to a random node, in `coords` or, for a graph with edges but no coords, in
+    its full graph's `graph_layout` (computed once per graph, cached by edge hash). That layout becomes
+    the crop's coords (column order (y, x), like coords), so partitioning a crop costs a coordinate
+    bisection of k points and no graph work. A graph with neither takes a node-id range."""
     n = s.num_nodes
-    if s.coords is not None:
-        d = ((s.coords - s.coords[rng.integers(0, n)]) ** 2).sum(1)  # (N,)
+    coords, meta = s.coords, {**s.meta}
+    if coords is None and s.edge_index is not None and s.edge_index.size:
+        coords = graph_layout(n, s.edge_index, s.edge_weight)[:, ::-1]  # (N, 2) as (y, x)
+        meta["coords_kind"] = "graph_layout"
+    if coords is not None:
+        d = ((coords - coords[rng.integers(0, n)]) ** 2).sum(1)  # (N,)
         keep = np.sort(np.argsort(d, kind="stable")[:k])
     else:
         start = int(rng.integers(0, n - k + 1))
@@ -180,9 +277,9 @@ def _crop_graph(s: STSeries, k: int, rng: np.random.Generator) -> STSeries:
     if ei is not None:
         inside = (new_id[ei[0]] >= 0) & (new_id[ei[1]] >= 0)
         ei, ew = new_id[ei[:, inside]], (None if ew is None else ew[inside])
-    coords = None if s.coords is None else s.coords[keep]
+    coords = None if coords is None else np.ascontiguousarray(coords[keep])
     return replace(s, values=s.values[:, keep], mask=s.mask[:, keep], coords=coords, edge_index=ei, edge_weight=ew,
-                   meta={**s.meta, "crop_nodes": keep})
+                   meta={**meta, "crop_nodes": keep})
 
 
 def draw_window(src: Source, data: DataSection, rng: np.random.Generator) -> STSeries:
@@ -244,7 +341,7 @@ class Mixture:
     def batch(self, rank: int, j: int) -> tuple[TokenBatch, dict[str, Any]]:
         wins = self.windows(rank, j)
         tb = self.patcher.patchify(wins)
-        return tb, {"index": j, "sources": [w.meta["source"] for w in wins]}
+        return tb, {"index": j, "sources": [w.meta["source"] for w in wins], "values": observed_points(tb)}
 
 
 class PretrainStream(IterableDataset):
@@ -269,6 +366,12 @@ def make_loader(mixture: Mixture, rank: int, start: int, num_workers: int) -> Da
     if num_workers > 0:
         kw.update(prefetch_factor=2, persistent_workers=False)
     return DataLoader(PretrainStream(mixture, rank, start), **kw)
+
+
+def observed_points(batch: TokenBatch) -> int:
+    """Observed space-time points of a batch (cells or nodes x time steps with any channel observed; padding
+    and channels not counted): the unit of `values_per_s`, which does not depend on how tokens are cut."""
+    return int(batch.mask.any(-1).sum())
 
 
 def layout_counts(batch: TokenBatch) -> torch.Tensor:

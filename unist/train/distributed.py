@@ -6,6 +6,9 @@ otherwise DeepSpeed goes looking for MPI. `init` disables DeepSpeed's shared-mem
 the process group starts: it only serves inference all-reduce, yet building it JIT-compiles C++
 (~27 s) on the first start. `finish` ends the run the way gloo needs (barrier -> destroy_process_group
 -> flush -> os._exit), since about one gloo run in eight aborts at interpreter exit otherwise.
+Importing this module on a machine without CUDA sets DS_ACCELERATOR=cpu (unless set): DeepSpeed
+otherwise probes for accelerators in every process and warns "Setting accelerator to CPU. If you
+have GPU or other accelerator, we were unable to detect it." although nothing is wrong.
 """
 from __future__ import annotations
 
@@ -15,6 +18,15 @@ import sys
 
 import torch
 import torch.distributed as dist
+
+
+def quiet_cpu_accelerator_probe() -> None:
+    """Tell DeepSpeed it runs on CPU when no CUDA device exists (before deepspeed is imported)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+quiet_cpu_accelerator_probe()
 
 
 def free_port() -> int:

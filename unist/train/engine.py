@@ -9,9 +9,8 @@
     prefetching (and hang) when a rank routes no token to some expert. DeepSpeed reduces a leaf
     module's gradients from a full backward hook, which fires once per *call*: a leaf called twice in
     one forward reduces twice and trips `assert len(set(p.ds_id ...)) == len(params_in_bucket)` in
-    stage3. UniST runs its encoder twice per step when the contrastive objective is on, so then the
-    MoE layers are left as ordinary modules: their experts are one `Experts` module with stacked
-    weights (always called, whatever the routing), so per-module gathering is safe there too;
+    stage3. UniST's second (contrastive) encoder pass runs under `torch.no_grad`, so every MoE layer
+    has one call with gradient per step and the leaf registration is safe with every objective on;
   - the model is built fully on every rank (identical weights: UniST seeds its own init) and
     partitioned by `deepspeed.initialize`; `deepspeed.zero.Init` is not used because it would skip
     UniST's custom init of already-partitioned weights.
@@ -65,15 +64,10 @@ def build_model(cfg: PretrainConfig, model_cfg: UniSTConfig, zero_stage: int) ->
     model = UniST(model_cfg)
     if cfg.model.activation_checkpointing:
         enable_activation_checkpointing(model)
-    if zero_stage == 3 and encoder_calls_per_step(model_cfg) == 1:
+    if zero_stage == 3:
         from deepspeed.utils import set_z3_leaf_modules
         set_z3_leaf_modules(model, [MoEFeedForward])
     return model
-
-
-def encoder_calls_per_step(model_cfg: UniSTConfig) -> int:
-    """How often UniST.forward runs the encoder (and so each MoE layer): twice with the contrastive view."""
-    return 2 if model_cfg.objectives.contrastive > 0 else 1
 
 
 def build_engine(cfg: PretrainConfig, model: nn.Module, ds_config: dict[str, Any]):

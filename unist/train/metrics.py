@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from unist.model import UniSTConfig, flops_per_token
@@ -141,29 +142,60 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def plot_losses(records: list[dict[str, Any]], path: Path, keys: tuple[str, ...]) -> Path | None:
-    """Loss curves (one panel per logged key) against the step, with a running median over 10 steps
-    (single steps are noisy: every micro-batch is a new mix); log y axis when a curve spans > 10x."""
-    keys = tuple(k for k in keys if any(k in r for r in records))
-    if not records or not keys:
+PLOT_UNITS = {"tokens_per_s": "tokens / s"}  # y label of a panel (loss terms: "loss")
+PLOT_COLS = 3
+
+
+def ema(values: np.ndarray, span: int) -> np.ndarray:
+    """Bias-corrected exponential moving average (alpha = 2 / (span + 1)), as TensorBoard smooths:
+    the first points are not dragged towards 0."""
+    alpha, acc, norm, out = 2.0 / (span + 1), 0.0, 0.0, np.empty(len(values))
+    for i, v in enumerate(values):
+        acc, norm = (1 - alpha) * acc + alpha * v, (1 - alpha) * norm + alpha
+        out[i] = acc / norm
+    return out
+
+
+def plot_losses(records: list[dict[str, Any]], path: Path, keys: tuple[str, ...], title: str = "") -> Path | None:
+    """A grid of panels, one per logged loss term in `keys` plus throughput (tokens/s), against tokens
+    seen: each step thin and light, an EMA over ~5 % of the steps (at least 5) bold; log y when the
+    smoothed curve spans more than 10x. Non-finite values are left out. Returns `path` (or None when
+    there is nothing to plot)."""
+    panels = [k for k in (*keys, "tokens_per_s") if any(k in r for r in records)]
+    if not records or not any(k in keys for k in panels):
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
+    from matplotlib.ticker import EngFormatter
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        steps, vals = map(np.asarray, zip(*[(r["step"], r[key]) for r in records if key in r]))
-        ax.plot(steps, vals, lw=0.6, alpha=0.5, label="step")
-        med = [np.median(vals[max(0, i - 9):i + 1]) for i in range(len(vals))]
-        ax.plot(steps, med, lw=1.5, label="median of 10")
-        if vals.min() > 0 and vals.max() > 10 * vals.min():
+    x_key = "tokens_seen" if all("tokens_seen" in r for r in records) else "step"
+    span = max(5, len(records) // 20)
+    rows = -(-len(panels) // PLOT_COLS)
+    fig, axes = plt.subplots(rows, PLOT_COLS, figsize=(4.4 * PLOT_COLS, 3.1 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, panels):
+        pts = [(r[x_key], r[key]) for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        if not pts:
+            ax.set_visible(False)
+            continue
+        xs, ys = map(np.asarray, zip(*pts))
+        smooth = ema(ys, span)
+        ax.plot(xs, ys, lw=0.6, alpha=0.35, color="tab:blue", label="per step")
+        ax.plot(xs, smooth, lw=1.8, color="tab:blue", label=f"EMA (span {span} steps)")
+        if smooth.min() > 0 and smooth.max() > 10 * smooth.min():
             ax.set_yscale("log")
         ax.set_title(key)
-        ax.set_xlabel("step")
-    axes[0][0].legend(fontsize=7)
+        ax.set_ylabel(PLOT_UNITS.get(key, "loss"))
+        ax.set_xlabel("tokens seen" if x_key == "tokens_seen" else "step")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    axes[0][0].legend(fontsize=8)
+    last = records[-1]
+    fig.suptitle(f"{title + ': ' if title else ''}{last['step']} steps, {last.get('tokens_seen', 0):,} tokens seen",
+                 fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

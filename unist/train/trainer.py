@@ -6,12 +6,16 @@ Exact resume: micro-batch j of rank r depends only on (seed, r, j) (see data_mix
 RNG that draws the model's masks and noise is reseeded from (seed, r, j) before every micro-batch,
 so the checkpoint only needs the step and the next micro-batch index (stored in client_state); on
 CPU a resumed run reproduces the uninterrupted run's losses.
+Guards: resume compares the checkpoint's saved settings (unist_state.json) with the new ones before
+any weight is loaded; a non-finite loss term or gradient norm stops the run at that step, and
+non-finite weights stop it before a save, so broken weights never reach a checkpoint or a release;
+a fresh start moves the previous run's outputs aside instead of deleting them.
 """
 from __future__ import annotations
 
 import json
 import logging
-import shutil
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +28,7 @@ from tqdm import tqdm
 from unist.model import UniSTConfig
 
 from . import distributed
-from .checkpoint import CheckpointError, CheckpointManager
+from .checkpoint import CheckpointError, CheckpointManager, archive_previous_run, read_state, verify_checkpoint
 from .config import PretrainConfig
 from .data_mix import Mixture, build_sources, make_loader
 from .ds_config import build_ds_config, load_ds_config
@@ -33,6 +37,19 @@ from .metrics import FlopCounter, MetricsLogger, expert_load_by_type, peak_flops
 
 LOSS_KEYS = ("loss", "masked", "contrastive", "diffusion", "moe_aux", "moe_z")
 SKIP_SCALARS = ("num_hidden_tokens", "num_visible_tokens")
+# Settings fixed for the life of a run: they set the LR schedule, the optimizer's hyper-parameters
+# (DeepSpeed restores those from the checkpoint, so a new value would be silently ignored) or the
+# data stream (the micro-batches of each rank). Resuming with any of them changed is refused.
+RESUME_FIXED_KEYS = ("train.steps", "train.grad_accum", "train.seed", "optim.lr", "optim.min_lr_ratio",
+                     "optim.warmup_steps", "optim.weight_decay", "optim.beta1", "optim.beta2", "optim.eps",
+                     "data.tokens_per_batch", "data.window", "data.max_cells", "data.repeat_batches")
+NONFINITE_FIXES = ("lower optim.lr (now {lr:g}) or raise optim.warmup_steps, keep optim.grad_clip > 0 (now "
+                   "{clip:g}), and check the data (`python -m unist.data info NAME` for a dataset with huge or "
+                   "infinite values)")
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a non-finite loss, gradient norm or weight; the run stopped without saving."""
 
 
 @dataclass
@@ -55,10 +72,11 @@ class StepAccumulator:
     def __init__(self) -> None:
         self.scalars: dict[str, torch.Tensor] = {}
         self.layout_load: torch.Tensor | None = None
-        self.tokens = self.samples = self.micro = 0
+        self.tokens = self.samples = self.micro = self.values = 0
         self.flops = 0.0
 
-    def add(self, out: dict[str, torch.Tensor], num_tokens: int, num_samples: int, flops: float) -> None:
+    def add(self, out: dict[str, torch.Tensor], num_tokens: int, num_samples: int, flops: float,
+            num_values: int = 0) -> None:
         for k, v in out.items():
             if isinstance(v, torch.Tensor) and v.ndim == 0 and k not in SKIP_SCALARS:
                 self.scalars[k] = self.scalars.get(k, 0) + v.detach().double()
@@ -67,6 +85,7 @@ class StepAccumulator:
             load = load.detach().double()
             self.layout_load = load if self.layout_load is None else self.layout_load + load
         self.tokens += num_tokens
+        self.values += num_values
         self.samples += num_samples
         self.flops += flops
         self.micro += 1
@@ -75,7 +94,8 @@ class StepAccumulator:
         keys = sorted(self.scalars)
         parts = [torch.stack([self.scalars[k] for k in keys]).to(device) if keys else torch.zeros(0, device=device,
                                                                                                   dtype=torch.float64),
-                 torch.tensor([self.tokens, self.samples, self.flops, self.micro], dtype=torch.float64, device=device)]
+                 torch.tensor([self.tokens, self.samples, self.flops, self.micro, self.values], dtype=torch.float64,
+                              device=device)]
         shape = None
         if self.layout_load is not None:
             shape = self.layout_load.shape
@@ -84,30 +104,86 @@ class StepAccumulator:
         n = len(keys)
         micro_total = float(flat[n + 3])
         out: dict[str, Any] = {k: float(flat[i]) / micro_total for i, k in enumerate(keys)}
-        out.update(tokens=int(flat[n]), samples=int(flat[n + 1]), flops=float(flat[n + 2]), micro=int(micro_total))
+        out.update(tokens=int(flat[n]), samples=int(flat[n + 1]), flops=float(flat[n + 2]), micro=int(micro_total),
+                   values=int(flat[n + 4]))
         if shape is not None:
-            out["layout_load"] = flat[n + 4:].view(shape)
+            out["layout_load"] = flat[n + 5:].view(shape)
         return out
 
 
-def _json_equal(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {dotted key: leaf value} (lists and tuples compare as lists)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
-def check_resume(client_state: dict[str, Any], model_cfg: UniSTConfig, training_data: dict[str, Any]) -> RunState:
-    """The run state stored in a checkpoint, after checking that model and data mixture are unchanged."""
+def differences(saved: dict[str, Any], now: dict[str, Any], keys: tuple[str, ...] | None = None) -> list[str]:
+    """'key: checkpoint X, now Y' for every dotted key (of `keys`, default all) whose values differ."""
+    a, b = flatten(saved), flatten(now)
+    names = keys if keys is not None else tuple(sorted(set(a) | set(b)))
+    return [f"{k}: checkpoint {a.get(k, '(absent)')!r}, now {b.get(k, '(absent)')!r}" for k in names
+            if json.dumps(a.get(k), default=str) != json.dumps(b.get(k), default=str)]
+
+
+def check_resume_settings(state: dict[str, Any], saved_world: int, cfg: PretrainConfig, model_cfg: UniSTConfig,
+                          world: int) -> None:
+    """Refuse to resume when the model, a RESUME_FIXED_KEYS setting or the number of ranks differs from
+    the checkpoint's (`state`: its unist_state.json). Runs before any weight is loaded, so a changed
+    model.* setting is named here instead of failing in torch's `Error(s) in loading state_dict`."""
+    diff = differences({"model": state.get("model_config", {})}, {"model": model_cfg.to_dict()})
+    if diff:
+        raise CheckpointError("cannot resume: the model differs from the checkpoint's (" + "; ".join(diff) + "). "
+                              "Resume with the checkpoint's model.* settings (unist_state.json in the checkpoint "
+                              "has them), or start a new run (another name=..., or without resume)")
+    diff = differences(state.get("run_config", {}), cfg.to_dict(), RESUME_FIXED_KEYS)
+    if diff:
+        raise CheckpointError("cannot resume: " + "; ".join(diff) + ". These settings are fixed for a run (LR "
+                              "schedule, optimizer, data stream): resuming with new values would not continue the "
+                              "same run. Resume with the checkpoint's values, or start a new run (another "
+                              "name=..., or without resume) to use the new ones")
+    if saved_world != world:
+        raise CheckpointError(f"cannot resume: the checkpoint was written by {saved_world} ranks, this run has "
+                              f"{world}: the batch (ranks x train.grad_accum x data.tokens_per_batch) and each "
+                              "rank's data stream would change. Resume on the same number of ranks, or export a "
+                              "release and start a new run")
+
+
+def check_training_data(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse to resume when the data mixture (datasets and weights) differs from the checkpoint's."""
+    mix = lambda d: [(r["name"], round(r.get("weight", 0), 9)) for r in d.get("datasets", [])]  # noqa: E731
+    if mix(saved) != mix(now):
+        raise CheckpointError(f"cannot resume: the data mixture differs from the checkpoint's ({mix(saved)} vs now "
+                              f"{mix(now)}): resuming would not continue the same data stream; use the same data.* "
+                              "settings and UNIST_DATA_DIR, or start a new run")
+
+
+def resumed_run_state(client_state: dict[str, Any]) -> RunState:
+    """The run state stored in a checkpoint's DeepSpeed client_state."""
     if "run_state" not in client_state:
         raise CheckpointError("the checkpoint has no unist run_state in its client_state: it was not written by "
                               "unist.train; start a new run instead of resume=true")
-    if not _json_equal(client_state.get("model_config"), model_cfg.to_dict()):
-        raise CheckpointError("the model config differs from the checkpoint's: resume with the same model.* settings "
-                              "(see unist_state.json in the checkpoint) or start a new run (another name=...)")
-    mix = lambda d: [(r["name"], round(r.get("weight", 0), 9)) for r in d.get("datasets", [])]  # noqa: E731
-    if mix(client_state.get("training_data", {})) != mix(training_data):
-        raise CheckpointError(f"the data mixture differs from the checkpoint's ({mix(client_state['training_data'])} "
-                              f"vs now {mix(training_data)}): resuming would not continue the same data stream; use "
-                              "the same data.* settings and UNIST_DATA_DIR, or start a new run")
     return RunState(**client_state["run_state"])
+
+
+def nonfinite_terms(rec: dict[str, Any]) -> dict[str, float]:
+    """The loss terms and gradient norm of a step record that are NaN or infinite."""
+    keys = [k for k in LOSS_KEYS if k in rec] + ["grad_norm"]
+    return {k: rec[k] for k in keys if isinstance(rec.get(k), float) and not math.isfinite(rec[k])}
+
+
+def nonfinite_parameters(module: torch.nn.Module) -> list[str]:
+    """Names of parameters with a NaN or infinite entry (under ZeRO-3 this rank's partition, `ds_tensor`)."""
+    named = [(n, p.ds_tensor if hasattr(p, "ds_tensor") else p) for n, p in module.named_parameters()]
+    named = [(n, t) for n, t in named if t.numel()]
+    if not named:
+        return []
+    ok = torch.stack([torch.isfinite(t).all() for _, t in named]).cpu()  # one device sync
+    return [n for (n, _), good in zip(named, ok.tolist()) if not good]
 
 
 def _versions() -> dict[str, str]:
@@ -128,27 +204,35 @@ class Trainer:
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         self.run_dir = Path(cfg.out_dir) / cfg.name
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", cfg.checkpoint.keep_last, self.rank, self.world)
-        if cfg.resume:
-            self.ckpt.resolve(deep=False)  # fail before loading data and model if there is nothing good to resume
         self.model_cfg = cfg.model_config()
+        saved = None
+        if cfg.resume:  # fail before loading data and model if there is nothing good to resume, or it differs
+            tag_dir = self.ckpt.dir / self.ckpt.resolve(deep=False)
+            saved = read_state(tag_dir)
+            check_resume_settings(saved, verify_checkpoint(tag_dir, deep=False)["world_size"], cfg, self.model_cfg,
+                                  self.world)
         on_gpu = self.device.type == "cuda"
         self.ds_config = load_ds_config(cfg.ds_config, cfg, self.world) if cfg.ds_config else \
             build_ds_config(cfg, self.world, on_gpu)
         sources = build_sources(cfg.data, cfg.train.seed)
         self.training_data = {"datasets": [s.record for s in sources], "heldout": list(cfg.data.heldout),
                               "window": cfg.data.window, "seed": cfg.train.seed}
+        if saved is not None:
+            check_training_data(saved.get("training_data", {}), self.training_data)
         self.mixture = Mixture(sources, cfg.data, self.model_cfg.patch, cfg.train.seed)
         zero_stage = int(self.ds_config.get("zero_optimization", {}).get("stage", 0))
         self.engine = build_engine(cfg, build_model(cfg, self.model_cfg, zero_stage), self.ds_config)
         self.state = RunState()
         if cfg.resume:
             tag, client_state = self.ckpt.load(self.engine)
-            self.state = check_resume(client_state, self.model_cfg, self.training_data)
+            self.state = resumed_run_state(client_state)
             self._print(f"resumed from {self.ckpt.dir / tag} at step {self.state.step}")
-        elif self.rank == 0 and self.ckpt.latest_tag():
-            self._print(f"starting a fresh run: removing the previous checkpoints in {self.ckpt.dir} "
-                        "(pass resume=true to continue that run instead)")
-            shutil.rmtree(self.ckpt.dir)
+        elif self.rank == 0:
+            moved = archive_previous_run(self.run_dir)
+            if moved is not None:
+                self._print(f"starting a fresh run in {self.run_dir}: moved the previous run's checkpoints, metrics "
+                            f"and release to {moved} (delete it when no longer needed; pass resume=true to "
+                            "continue a run instead)")
         self.flops = FlopCounter(self.model_cfg)
         self.peak = peak_flops(self.device, cfg.logging.peak_tflops)
         self.logger = MetricsLogger(self.run_dir, self.rank == 0, cfg.logging.tensorboard, self.state.step)
@@ -159,6 +243,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoint state
     def _save(self) -> Path:
+        """Checkpoint the engine (collective), unless a weight is non-finite: then NonFiniteError, on every rank."""
+        bad = nonfinite_parameters(self.engine.module)
+        n_bad = distributed.all_reduce_sum(torch.tensor([float(len(bad))], dtype=torch.float64, device=self.device))
+        if float(n_bad[0]) > 0:
+            raise NonFiniteError(self._nonfinite_message(
+                f"{int(n_bad[0])} parameter tensors hold NaN or inf values after the update of step "
+                f"{self.state.step} (this rank: {', '.join(bad[:3]) or 'none'}{', ...' if len(bad) > 3 else ''}), "
+                "although the step's losses were finite"))
         state = {"model_name": self.cfg.model.name, "model_config": self.model_cfg.to_dict(),
                  "step": self.state.step, "tokens_seen": self.state.tokens_seen,
                  "training_data": self.training_data, "run_config": self.cfg.to_dict(), "versions": _versions()}
@@ -178,7 +270,8 @@ class Trainer:
         norm = self.engine.get_global_grad_norm()
         rec["grad_norm"] = float(norm) if norm is not None else None
         rec.update(tokens=r["tokens"], samples=r["samples"], tokens_seen=self.state.tokens_seen,
-                   tokens_per_s=r["tokens"] / dt, steps_per_s=1.0 / dt,
+                   tokens_per_s=r["tokens"] / dt, values=r["values"], values_per_s=r["values"] / dt,
+                   steps_per_s=1.0 / dt,
                    pack_efficiency=r["tokens"] / (r["micro"] * self.cfg.data.tokens_per_batch),
                    tflops_per_device=flops_per_s / self.world / 1e12,
                    mfu=flops_per_s / (self.peak * self.world) if self.peak else None)
@@ -217,8 +310,10 @@ class Trainer:
         """One optimizer step (grad_accum micro-batches): its record, logging and checkpointing."""
         cfg, st = self.cfg, self.state
         acc = StepAccumulator()
+        drawn: list[str] = []  # sources of this step's windows on this rank, for the non-finite message
         for _ in range(cfg.train.grad_accum):
             batch, meta = next(batches)
+            drawn += meta["sources"]
             if meta["index"] != st.next_batch:
                 raise RuntimeError(f"data stream out of order: got micro-batch {meta['index']}, expected "
                                    f"{st.next_batch}")
@@ -226,7 +321,7 @@ class Trainer:
             out = self.engine(batch.to(self.device))
             self.engine.backward(out["loss"])
             self.engine.step()
-            acc.add(out, batch.num_tokens, batch.num_samples, self.flops(batch))
+            acc.add(out, batch.num_tokens, batch.num_samples, self.flops(batch), meta["values"])
             st.next_batch += 1
         st.step += 1
         r = acc.reduce(self.device)
@@ -235,10 +330,16 @@ class Trainer:
         dt, self._t_last = now - self._t_last, now
         self._train_s += dt
         rec = self._record(r, dt, now - t0)
+        bad = nonfinite_terms(rec)
+        if bad:
+            finite = ", ".join(f"{k}={rec[k]:.4g}" for k in LOSS_KEYS if k in rec and k not in bad)
+            raise NonFiniteError(self._nonfinite_message(
+                f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {st.step} "
+                f"({'finite: ' + finite + '; ' if finite else ''}this rank's windows came from {sorted(set(drawn))})"))
         if st.step % cfg.logging.every == 0 or st.step == end:
             self.logger.log(rec)
         bar.update(1)
-        bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+        bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}", val_s=f"{rec['values_per_s']:.0f}")
         if st.step % cfg.logging.print_every == 0:
             self._print(self._line(rec))
         if st.step % cfg.checkpoint.every == 0 or st.step == end:
@@ -246,6 +347,15 @@ class Trainer:
             self._saved_at = st.step
             self._t_last = time.perf_counter()  # checkpoint time is not training throughput
         return rec
+
+    def _nonfinite_message(self, what: str) -> str:
+        """`what` went wrong + what was (not) saved + the likely fixes."""
+        latest = self.ckpt.latest_tag()
+        kept = f"the last good checkpoint {self.ckpt.dir / latest} is kept" if latest else \
+            "there is no earlier checkpoint"
+        fixes = NONFINITE_FIXES.format(lr=self.cfg.optim.lr, clip=self.cfg.optim.grad_clip)
+        return (f"training stopped: {what}. Nothing was saved from these weights (no checkpoint, no release); "
+                f"{kept}. Likely fixes, in a new run: {fixes}")
 
     # ------------------------------------------------------------------ export check
     def _autocast(self):
@@ -279,7 +389,7 @@ class Trainer:
     def _line(rec: dict[str, Any]) -> str:
         losses = " ".join(f"{k} {rec[k]:.4f}" for k in LOSS_KEYS if k in rec)
         mfu = "n/a" if rec["mfu"] is None else f"{100 * rec['mfu']:.1f}%"
-        return f"step {rec['step']:>6} | {losses} | {rec['tokens_per_s']:.0f} tok/s | MFU {mfu}"
+        return f"step {rec['step']:>6} | {losses} | {rec['tokens_per_s']:.0f} tok/s | {rec['values_per_s']:.0f} values/s | MFU {mfu}"
 
     def _finish(self, first: dict | None, last: dict | None, done: dict[str, float], wall: float) -> dict[str, Any]:
         t = done["train_s"]
@@ -297,8 +407,8 @@ class Trainer:
                 from unist.release import export_release
                 release = str(export_release(self.ckpt.dir, self.run_dir / "release"))
                 summary["export_check"] = self._check_release(release, check_batch, reference)
-            png = plot_losses(self.logger.records, self.run_dir / "loss.png", LOSS_KEYS) if self.cfg.logging.plot \
-                else None
+            png = plot_losses(self.logger.records, self.run_dir / "loss.png", LOSS_KEYS, title=self.cfg.name) \
+                if self.cfg.logging.plot else None
             self.logger.close()
             summary.update(
                 wall_s=round(wall, 3), first={k: first[k] for k in LOSS_KEYS if first and k in first},
