@@ -99,6 +99,12 @@ def _group_starts(sorted_labels: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[len(sorted_labels) > 0, sorted_labels[1:] != sorted_labels[:-1]])
 
 
+def _argsort_labels(labels: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative int labels; as uint16 when they fit, where numpy radix-sorts in O(N)."""
+    small = len(labels) > 0 and labels.max() < 2**16
+    return np.argsort(labels.astype(np.uint16) if small else labels, kind="stable")
+
+
 def _first_per_label(labels: np.ndarray, *keys: np.ndarray) -> np.ndarray:
     """(n_labels,) for each label 0..L-1 (all present), the node that is smallest under `keys`
     (most significant first), ties broken by the smaller node id."""
@@ -175,7 +181,10 @@ def _bisect(num_nodes: int, k: int, sort_keys: SortKeys, position: np.ndarray | 
         if not len(nodes):
             return part
         p = part[nodes]
-        order = np.lexsort((nodes,) + tuple(sort_keys(nodes, p, position[nodes]))[::-1] + (p,))
+        order = np.arange(len(nodes))  # stable sorts, least significant key first: ties keep node order
+        for key in tuple(sort_keys(nodes, p, position[nodes]))[::-1]:
+            order = order[np.argsort(key[order], kind="stable")]
+        order = order[_argsort_labels(p[order])]
         position = np.zeros(num_nodes, np.int64)
         position[nodes[order]] = np.arange(len(nodes))
         ps = p[order]
@@ -188,13 +197,15 @@ def _bisect(num_nodes: int, k: int, sort_keys: SortKeys, position: np.ndarray | 
         # new labels: 2 * old (+1 on the right side), renumbered densely in left-to-right order
         new = 2 * part
         new[nodes[order[right]]] += 1
-        part = np.unique(new, return_inverse=True)[1].astype(np.int64)
+        used = np.zeros(2 * len(size), bool)
+        used[new] = True
+        part = (np.cumsum(used) - 1)[new]
 
 
 def _coordinate_keys(pos: np.ndarray) -> SortKeys:
     """RCB order: each part sorted by its coordinate along the wider side of its bounding box (x on ties)."""
     def keys(nodes: np.ndarray, part: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, ...]:
-        by_part = np.argsort(part, kind="stable")
+        by_part = _argsort_labels(part)
         starts = _group_starts(part[by_part])
         q = pos[nodes[by_part]]
         span = np.maximum.reduceat(q, starts, axis=0) - np.minimum.reduceat(q, starts, axis=0)  # (parts, 2)
