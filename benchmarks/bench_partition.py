@@ -54,6 +54,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from unist.data.series import STSeries
+from unist.data.synthetic import random_geometric_graph
+from unist.patching import partition
+from unist.train.data_mix import _crop_graph
+
 REPO = Path(__file__).resolve().parents[1]
 K = 16
 CROP = 1024
@@ -70,8 +75,6 @@ def pems07_edges() -> np.ndarray:
 
 def make_graph(curve: str, n: int) -> tuple[int, np.ndarray | None, np.ndarray | None]:
     """(num_nodes, coords or None, edge_index or None) of `curve` at about n nodes, deterministic."""
-    from unist.data.synthetic import random_geometric_graph
-
     rng = np.random.default_rng(n)
     if curve == "coords":
         return n, rng.random((n, 2)), None
@@ -115,15 +118,12 @@ def load_before(rev: str, tmp: Path) -> tuple[ModuleType, Callable]:
     spec.loader.exec_module(mod)
     mix = git_show(rev, "unist/train/data_mix.py")
     fn = next(node for node in ast.parse(mix).body if isinstance(node, ast.FunctionDef) and node.name == "_crop_graph")
-    from unist.data.series import STSeries
     scope = {"np": np, "replace": replace, "STSeries": STSeries}
     exec(compile(ast.Module([fn], []), f"{rev}:unist/train/data_mix.py", "exec"), scope)
     return mod, scope["_crop_graph"]
 
 
 def load_now() -> tuple[ModuleType, Callable]:
-    from unist.patching import partition
-    from unist.train.data_mix import _crop_graph
     return partition, _crop_graph
 
 
@@ -135,8 +135,6 @@ def clear(mod: ModuleType) -> None:
 
 def time_point(mod: ModuleType, crop_graph: Callable, curve: str, n: int) -> tuple[int, int, float]:
     """(num_nodes, num_edges, seconds) of one point of `curve`."""
-    from unist.data.series import STSeries
-
     num, coords, ei = make_graph(curve, n)
     edges = 0 if ei is None else int(ei.shape[1])
     if curve == "crops":
@@ -184,8 +182,6 @@ def worker(version: str, curve: str, sizes: list[int]) -> None:
 # ---------------------------------------------------------------------------------- locality
 def locality_graphs() -> dict[str, tuple[int, np.ndarray, np.ndarray | None]]:
     """name -> (num_nodes, edge_index, true coords or None), the graphs of the locality table."""
-    from unist.data.synthetic import random_geometric_graph
-
     xy, geo, _ = random_geometric_graph(np.random.default_rng(0), 3000)
     n_grid, _, grid = make_graph("grid", 3600)
     mixed = np.random.default_rng(0).permutation(3000)[:2000].reshape(-1, 2).T  # 1,000 pairs, 1,000 isolated

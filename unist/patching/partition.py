@@ -11,13 +11,14 @@ Both cases use recursive bisection:
 The node order of a part is, by the graph's geometry:
   1. coords (real geography): coordinate bisection (RCB), sorted along the wider side of the part's
      bounding box; each patch is a compact box-shaped region.
-  2. edges only: graph bisection. The part's induced subgraph is split into connected components
-     (largest first, ties: smallest node id); inside a component, nodes are sorted by
-     d(a, v) - d(b, v), in BFS hops from a pseudo-peripheral pair a, b (a is the node farthest from
-     the component's smallest id, b the node farthest from a). That is a cheap stand-in for the
-     Fiedler vector: a path is cut in the middle, a grid across its long side, and components are
-     only cut when one patch must hold nodes of two. Node positions (`Partition.pos`) come from
-     `graph_layout`, a pivot-distance layout (below), computed once per graph.
+  2. edges only: graph bisection. The part's induced subgraph is split into connected components,
+     kept in their order at the level above (at the top: largest first, ties smallest node id);
+     inside a component, nodes are sorted by d(a, v) - d(b, v), in BFS hops from a
+     pseudo-peripheral pair a, b (a is the node farthest from the component's smallest id, b the
+     node farthest from a). That is a cheap stand-in for the Fiedler vector: a path is cut in the
+     middle, a long strip across, and a component is only cut where one patch must hold nodes of
+     two. Node positions (`Partition.pos`) come from `graph_layout`, a pivot-distance layout
+     (below), computed once per graph.
   3. neither: node index order (a 1-D line); patches are runs of consecutive node ids. This is a
      documented fallback, not an error.
 Every level handles all parts (and all connected components) at once: a few sorts, one
@@ -295,6 +296,7 @@ def _pivot_layout(adj: sp.csr_matrix, label: np.ndarray, n_comp: int, pivots: in
 
 
 def _uncached_layout(num_nodes: int, edge_index: np.ndarray, edge_weight: np.ndarray | None) -> np.ndarray:
+    """`graph_layout` without its cache: (N, 2) positions, each component scaled into its grid cell."""
     adj = _adjacency(num_nodes, edge_index, edge_weight)
     n_comp, label = _components(adj)
     pos = _pivot_layout(adj, label, n_comp, LAYOUT_PIVOTS)
