@@ -41,6 +41,8 @@ setup(
         # GPU-side extras: xformers has no CPU operator; torchvision's registry wheel is a CUDA build
         # that does not import with the CPU torch (../shared/ENVIRONMENT.md).
         "gpu": ["xformers>=0.0.28", "torchvision"],
+        # statsforecast peers of the evaluation (AutoETS, AutoTheta, SeasonalNaive, MSTL): unist/evaluation/peers.py
+        "eval": ["statsforecast>=1.7"],
     },
     entry_points={"console_scripts": ["unist-data=unist.data.__main__:main"]},
 )

@@ -60,7 +60,7 @@ def mixes(datasets, max_windows):
 
 def beta(datasets, max_windows):
     for b in (2.0, 4.0, 8.0):
-        model = create_model("unist_tiny")
+        model = create_model("unist_tiny", lag_candidates=0, self_check=True)  # the four-candidate anchor
         gate_init(model.anchor_gate_feats.weight, model.anchor_gate_feats.bias, beta=b)
         res = {}
         for name in datasets:

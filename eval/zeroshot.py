@@ -15,8 +15,8 @@ import sys
 import torch
 
 from unist.evaluation import EvalConfig, FinetuneConfig, markdown, run, write_outputs
-from unist.evaluation.cli import (USER_ERRORS, device, fraction, non_negative_int, positive_float, positive_int,
-                                  report_error, sample_count)
+from unist.evaluation.cli import (USER_ERRORS, add_peer_flags, device, fraction, non_negative_int, peer_settings,
+                                  positive_float, positive_int, report_error, sample_count)
 from unist.evaluation.finetune import MODES
 
 
@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--temporal-locations", type=non_negative_int, default=32,
                     help="locations for the temporal-only ablation (0 = skip it)")
     ap.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    add_peer_flags(ap)
     ap.add_argument("--allow-contaminated", action="store_true",
                     help="evaluate datasets the checkpoint was trained on (flagged contaminated)")
     ap.add_argument("--finetune-fraction", type=fraction, help="few-shot: fine-tune on this first fraction of train")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                       a.finetune_steps, lr=a.finetune_lr, seed=a.seed)
         cfg = EvalConfig(a.checkpoint, tuple(a.dataset), a.context, a.horizon, a.stride, a.max_windows,
                          a.num_samples, a.batch_size, a.temporal_locations, a.allow_contaminated, ft,
-                         not a.no_baselines, a.device, a.seed, a.split)
+                         not a.no_baselines, a.device, a.seed, a.split, **peer_settings(a))
         results, runs = run(cfg)
     except USER_ERRORS as e:
         return report_error(e)

@@ -137,7 +137,7 @@ def test_protocols_follow_the_table():
 
     assert protocol_for(series("graph", "traffic", 5.0)).name == "traffic-5min"
     p = protocol_for(series("graph", "traffic", 5.0))
-    assert (p.context, p.horizon, p.season, p.zero_is_missing, p.steps_shown) == (12, 12, 288, True, (3, 6, 12))
+    assert (p.context, p.horizon, p.season, p.zero_is_missing, p.steps_shown) == (576, 12, 288, True, (3, 6, 12))
     assert protocol_for(series("grid", "bike", 60.0)).name == "grid-hourly"
     assert protocol_for(series("grid", "bike", 30.0)).season == 48
     assert protocol_for(series("grid", "weather", 60.0)).horizon == 24
@@ -145,3 +145,4 @@ def test_protocols_follow_the_table():
     assert protocol_for(series("video", "video", 1 / 1500)).video
     odd = protocol_for(series("graph", "power", 10.0), context=6, horizon=3)
     assert (odd.name, odd.context, odd.horizon, odd.season) == (GENERIC.name, 6, 3, 144)
+    assert protocol_for(series("graph", "power", 10.0)).context == 288  # two seasons by default

@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 from tests.conftest import require_data
 from tests.model_testing import mixed_windows, single_thread, tiny_model  # noqa: F401  (fixture)
 from unist.data import Normalizer, load_series, save_npz
-from unist.evaluation import ContaminationError, EvalConfig, EvalError, FinetuneConfig, markdown, run
+from unist.evaluation import ContaminationError, EvalError, FinetuneConfig, markdown, run
+from unist.evaluation import EvalConfig as _EvalConfig
 from unist.evaluation.checkpoints import Checkpoint, load_checkpoint
 from unist.evaluation.finetune import finetune
 from unist.evaluation.forecasters import sample_locations, temporal_forecast
@@ -27,7 +28,15 @@ from unist.model import get_config
 from unist.model.inference import horizon_limit
 from unist.release import FORMAT, FORMAT_VERSION, sha256_file
 
-from eval.zeroshot import main as cli_main
+from eval.zeroshot import main as cli_main_full
+
+
+def EvalConfig(*args, **kwargs):  # noqa: N802  (the runner's config; the statsforecast peers are tests/test_peers.py's)
+    return _EvalConfig(*args, **{"peers": False, **kwargs})
+
+
+def cli_main(argv: list[str]) -> int:
+    return cli_main_full([*argv, "--no-peers"])
 
 POX = "chickenpox_hungary"
 
@@ -94,12 +103,13 @@ def test_cli_end_to_end_schema_markdown_plot(tmp_path, model, single_thread):
     assert res["protocol"]["name"] == "epidemic-weekly" and res["windows"]["count"] == 6
     assert res["contaminated"] is False and res["contamination"]["heldout"] is True
     models = res["models"]
-    assert set(models) == {"unist", "unist_network", "unist_anchor", "unist_temporal", "last_value",
+    assert set(models) == {"unist", "unist_anchor", "unist_temporal", "last_value", "ensemble4",
                            "seasonal_naive", "historical_average", "ridge"}
-    assert models["unist"]["self_check"] is True and models["unist_network"]["kind"] == "ablation"
+    assert models["unist"]["self_check"] is False and models["unist_anchor"]["kind"] == "ablation"
+    assert models["ensemble4"]["kind"] == "baseline" and res["windows"]["context_used"] == 104
     for name, m in models.items():
         assert {"label", "kind", "uses_target_data", "few_shot", "contaminated", "metrics", "seconds"} <= set(m)
-        assert len(m["metrics"]["mae"]["per_step"]) == 1 and np.isfinite(m["metrics"]["mae"]["avg"])
+        assert len(m["metrics"]["mae"]["per_step"]) == 4 and np.isfinite(m["metrics"]["mae"]["avg"])
     assert not models["unist"]["uses_target_data"] and models["ridge"]["uses_target_data"]
     assert models["historical_average"]["uses_target_data"] and not models["seasonal_naive"]["uses_target_data"]
     assert {"crps", "coverage_50", "coverage_80"} <= set(models["unist"]["metrics"])
@@ -175,7 +185,7 @@ def test_few_shot_full_and_lora_change_a_copy_only(model, single_thread):
 def test_few_shot_in_a_run_is_labelled(model, single_thread):
     require_data(POX)
     ckpt = Checkpoint(model, "test", "tiny", random_init=True, training_datasets=[])
-    cfg = EvalConfig("test", (POX,), max_windows=3, temporal_locations=0, baselines=False,
+    cfg = EvalConfig("test", (POX,), context=4, horizon=1, max_windows=3, temporal_locations=0, baselines=False,
                      finetune=FinetuneConfig(0.2, "lora", steps=2, batch_size=2))
     results, _ = run(cfg, ckpt)
     fs = results["results"][0]["models"]["unist_fewshot"]
@@ -202,14 +212,15 @@ def test_validation_split_windows_for_model_selection(tmp_path, model, single_th
     p = protocol_for(s)
     val, test = make_windows(s, p, split="val"), make_windows(s, p)
     v0, t0 = val.splits["val"].meta["split_start"], test.splits["test"].meta["split_start"]
-    assert val.starts.min() >= v0 and val.origins.max() + p.horizon <= t0  # inside the validation split
-    assert test.starts.min() >= t0
+    assert val.origins.min() == v0 and val.origins.max() + p.horizon <= t0  # targets inside the validation split
+    assert test.origins.min() == t0 and val.context_used == p.context  # contexts reach back before the split
     with pytest.raises(ValueError, match="split"):
         EvalConfig("random:unist_tiny", (POX,), split="train")
     rel = write_release(model, tmp_path / "rel", trained_on=[POX])
     res, _ = run(EvalConfig(str(rel), (POX,), max_windows=3, temporal_locations=0, allow_contaminated=True,
                             split="val"))
-    assert res["settings"]["split"] == "val" and res["results"][0]["windows"]["starts"][0] >= v0
+    win = res["results"][0]["windows"]
+    assert res["settings"]["split"] == "val" and win["starts"][0] + win["context_used"] >= v0
 
 
 def test_checkpoint_selection_table():
@@ -245,7 +256,7 @@ def test_outages_are_skipped_and_counted_not_fatal(tmp_path, model, single_threa
     mask[t0 + 50:t0 + 70, 3] = False       # station 3 only
     save_npz(replace(s, mask=mask, values=np.where(mask, s.values, np.nan).astype(np.float32)), tmp_path / "out.npz")
     ckpt = Checkpoint(model, "test", "tiny", random_init=True, training_datasets=[])
-    results, _ = run(EvalConfig("test", (str(tmp_path / "out.npz"),)), ckpt)
+    results, _ = run(EvalConfig("test", (str(tmp_path / "out.npz"),), context=4, horizon=1), ckpt)
     w, models = results["results"][0]["windows"], results["results"][0]["models"]
     assert w["skipped"] == 17 and w["unscored"] >= 16 and w["locations_unscored"] > 0
     assert w["points_scored"] == models["unist"]["points_scored"] > 0
@@ -277,7 +288,7 @@ def test_real_dataset_with_missing_values_runs_at_defaults(tmp_path, single_thre
 @pytest.mark.parametrize("argv, match", [
     (["--checkpoint", "random:unist_huge"], "no model architecture named 'unist_huge'"),
     (["--checkpoint", "no-such-release"], "no release named 'no-such-release': looked in"),
-    (["--checkpoint", "random:unist_tiny", "--horizon", "100"], "horizon 100 is more than the model forecasts"),
+    (["--checkpoint", "random:unist_tiny", "--horizon", "1000"], "horizon 1000 is more than the model forecasts"),
     (["--checkpoint", "random:unist_tiny", "--dataset", "india_city_aq_daily.npz"], "13 channels, the model takes"),
 ])
 def test_cli_refused_input_is_one_line_and_exit_2(tmp_path, capsys, argv, match):
@@ -329,8 +340,8 @@ def test_long_horizons_are_bounded_unless_allowed(model):
     assert model.forecast(w, horizon=limit + 3, allow_long=True).shape[0] == limit + 3
 
 
-def _graph_npz(path: Path, t: int = 240, n: int = 6) -> Path:
-    """An hourly 6-station series (daily cycle + noise): the 'hourly' protocol, 12 in / 12 out."""
+def _graph_npz(path: Path, t: int = 600, n: int = 6) -> Path:
+    """An hourly 6-station series (daily cycle + noise): the 'hourly' protocol, 168 in / 24 out."""
     rng = np.random.default_rng(0)
     hours = np.arange(t)
     v = 10 + 3 * np.sin(2 * np.pi * hours / 24)[:, None, None] + rng.normal(0, 0.3, (t, n, 1))

@@ -18,7 +18,7 @@ def _graph_window(T=12, N=5, C=2, seed=0):
 
 
 def test_untrained_model_forecasts_last_value_without_gates():
-    model = create_model("unist_tiny", gated_anchor=False)
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True, gated_anchor=False)
     w = _graph_window()
     pred = model.forecast(w, horizon=6)  # (6, N, C)
     expect = np.broadcast_to(w.values[-1], pred.shape)
@@ -29,7 +29,7 @@ def test_untrained_model_forecasts_last_value_without_gates():
 
 
 def test_untrained_gated_model_forecasts_a_steady_series_exactly():
-    model = create_model("unist_tiny")  # every candidate agrees on a series that is constant per location
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True)  # every candidate agrees on a series that is constant per location
     v = np.broadcast_to(np.arange(5, dtype=np.float32).reshape(1, 5, 1) * 3 + 1, (16, 5, 1)).copy()
     w = STSeries(values=v, mask=np.ones_like(v, bool), layout="graph", coords=np.random.default_rng(0).uniform(size=(5, 2)))
     np.testing.assert_allclose(model.forecast(w, 8), v[:8], rtol=1e-4, atol=1e-3)
@@ -51,7 +51,7 @@ def test_anchor_uses_only_seen_values_of_earlier_kept_tokens():
 
 
 def test_flat_context_does_not_blow_up_the_loss():
-    model = create_model("unist_tiny", masking={"strategies": ("temporal",), "ratio": 0.5})
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True, masking={"strategies": ("temporal",), "ratio": 0.5})
     v = np.zeros((16, 8, 8, 1), np.float32)
     v[8:] = 50.0  # zero night-time flow, then a burst
     s = STSeries(values=v, mask=np.ones_like(v, bool), layout="grid", name="burst")
@@ -76,7 +76,7 @@ def _hourly_graph(T=48, N=3, C=1, seed=1, gap_at=None, interval=60, noise=1.0):
 def test_untrained_model_follows_the_day_when_the_context_repeats_daily():
     # a noise-free daily cycle: seasonal naive has zero in-context backtest error, so the candidate weights
     # (error^-4, Bates-Granger style) put everything on it and the forecast is the same hours one day earlier
-    model = create_model("unist_tiny")
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True)
     w = _hourly_graph(noise=0.0)
     pred = model.forecast(w, horizon=8)  # (8, N, 1)
     np.testing.assert_allclose(pred, w.values[24:32], rtol=1e-3, atol=2e-2)
@@ -93,7 +93,7 @@ def _parts(model, w, n_keep):
 
 
 def test_seasonal_candidates_need_a_clock_that_tiles_the_day():
-    model = create_model("unist_tiny")
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True)
     _, keep, _, _, parts = _parts(model, _hourly_graph(), 12)
     assert parts.available[~keep, 2:].all()  # a day of clean hourly context: seasonal and level available
     for w in (_hourly_graph(gap_at=30), _hourly_graph(interval=1440)):  # a gap breaks the clock; daily data has no day
@@ -104,7 +104,7 @@ def test_seasonal_candidates_need_a_clock_that_tiles_the_day():
 
 def test_anchor_parts_read_only_seen_values():
     from unist.model.anchor import anchor_parts
-    model = create_model("unist_tiny")
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True)
     b, keep, seen, args, a = _parts(model, _hourly_graph(T=56), 12)
     assert a.seasonal[~keep].abs().sum() > 0 and a.level[~keep].abs().sum() > 0 and a.smooth[~keep].abs().sum() > 0
     poisoned = torch.where(keep[:, None, None], b.values, torch.full_like(b.values, 1e6))
@@ -117,7 +117,7 @@ def test_anchor_parts_read_only_seen_values():
 # ----------------------------------------------------------------------------- per-location normalisation
 def test_location_stats_are_per_cell_and_floored():
     from unist.model.losses import instance_stats, location_stats
-    model = create_model("unist_tiny")
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True)
     rng = np.random.default_rng(0)
     v = rng.normal(size=(8, 4, 4, 1)).astype(np.float32) * np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4, 1)
     v[:, 0, 0] = 3.0  # a flat cell
@@ -145,7 +145,7 @@ def test_configs_saved_before_the_gated_anchor_keep_their_behaviour():
 
 def test_gate_features_backtest_the_context():
     from unist.model.anchor import anchor_parts
-    model = create_model("unist_tiny")
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True)
     hours = np.arange(72)
     periodic = np.repeat(np.sin(2 * np.pi * hours / 24)[:, None, None], 2, axis=1).astype(np.float32)  # repeats daily
     walk = np.random.default_rng(0).normal(size=(72, 2, 1)).cumsum(0).astype(np.float32) * 0.05  # no daily cycle
@@ -168,7 +168,7 @@ def test_gate_features_backtest_the_context():
 
 
 def test_anchor_only_ablation_is_the_untrained_forecast_and_ignores_the_network():
-    model = create_model("unist_tiny")
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True)
     w = _hourly_graph()
     untrained = model.forecast_batch([w], 8)[0]
     np.testing.assert_allclose(model.forecast_batch([w], 8, anchor_only=True)[0], untrained, rtol=1e-5, atol=1e-5)

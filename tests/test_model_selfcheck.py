@@ -63,7 +63,7 @@ def test_a_sample_without_any_backtest_target_keeps_full_trust():
 
 
 def test_self_checked_forecast_lies_between_anchor_and_network(single_thread):
-    model = _perturbed(tiny_model())
+    model = _perturbed(tiny_model(lag_candidates=0, self_check=True))
     windows = mixed_windows()
     anc = model.forecast_batch(windows, 4, anchor_only=True)
     net = model.forecast_batch(windows, 4, self_check=False)
@@ -78,7 +78,7 @@ def test_self_checked_forecast_lies_between_anchor_and_network(single_thread):
 
 
 def test_a_network_that_fails_its_backtest_falls_back_to_the_anchor(single_thread):
-    model = _perturbed(tiny_model(), scale=0.0, bias=5.0)  # every correction is +5 std: wildly wrong
+    model = _perturbed(tiny_model(lag_candidates=0, self_check=True), scale=0.0, bias=5.0)  # every correction is +5 std: wildly wrong
     w = grid_series(t=16, seed=3)
     anc = model.forecast_batch([w], 4, anchor_only=True)[0]
     net = model.forecast_batch([w], 4, self_check=False)[0]
@@ -88,7 +88,7 @@ def test_a_network_that_fails_its_backtest_falls_back_to_the_anchor(single_threa
 
 
 def test_draws_keep_their_spread_and_move_their_centre_like_the_point_forecast(single_thread):
-    model = _perturbed(tiny_model(), scale=0.0, bias=5.0)  # only the head is off: draws never contain it
+    model = _perturbed(tiny_model(lag_candidates=0, self_check=True), scale=0.0, bias=5.0)  # only the head is off: draws never contain it
     model.flow.zero_init_()
     with torch.no_grad():
         for p in model.flow.parameters():
@@ -111,14 +111,14 @@ def test_draws_keep_their_spread_and_move_their_centre_like_the_point_forecast(s
 
 
 def test_a_one_token_context_has_no_backtest_and_forecasts_as_trained(single_thread):
-    model = _perturbed(tiny_model())
+    model = _perturbed(tiny_model(lag_candidates=0, self_check=True))
     w = graph_series(t=2, seed=4)  # tau = 2: one context token, nothing to backtest on
     np.testing.assert_allclose(model.forecast_batch([w], 3)[0], model.forecast_batch([w], 3, self_check=False)[0],
                                atol=1e-6)
 
 
 def test_self_check_is_per_sample_in_a_packed_batch(single_thread):
-    model = _perturbed(tiny_model())
+    model = _perturbed(tiny_model(lag_candidates=0, self_check=True))
     windows = mixed_windows()
     batched = model.forecast_batch(windows, 3)
     for w, b in zip(windows, batched):
@@ -126,14 +126,14 @@ def test_self_check_is_per_sample_in_a_packed_batch(single_thread):
 
 
 def test_self_check_config_default_and_legacy_load():
-    assert create_model("unist_tiny").config.self_check is True
-    d = UniSTConfig().to_dict()
+    assert create_model("unist_tiny").config.self_check is False  # new models forecast with the lag copy
+    d = UniSTConfig(lag_candidates=0, self_check=True).to_dict()
     d.pop("self_check")
     assert UniSTConfig.from_dict(d).self_check is False  # a release saved before it forecasts as it did
 
 
 def test_asking_for_a_self_check_without_the_anchor_is_an_error():
-    model = create_model("unist_tiny", gated_anchor=False)  # config default on, nothing to check against: off
+    model = create_model("unist_tiny", lag_candidates=0, self_check=True, gated_anchor=False)  # config default on, nothing to check against: off
     w = graph_series(t=8, seed=5)
     assert model.forecast_batch([w], 4)[0].shape == (4, 11, 1)
     with pytest.raises(ValueError, match="self_check=True needs the backtest-weighted anchor"):

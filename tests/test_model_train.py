@@ -39,7 +39,7 @@ def overfit(model, steps=40):
 
 def test_every_objective_loss_falls_when_overfitting_real_data():
     # from scratch (no persistence prior), every objective must learn its task
-    first, last = overfit(create_model("unist_tiny", persistence_anchor=False, masked_loss="mse"))
+    first, last = overfit(create_model("unist_tiny", persistence_anchor=False, lag_candidates=0, masked_loss="mse"))
     for k in ("loss", "masked", "contrastive", "diffusion"):
         assert last[k] < 0.6 * first[k], (k, first[k], last[k])
     assert last["moe_aux"] < 1.3  # the load stays balanced while the task is learned

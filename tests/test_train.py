@@ -45,7 +45,7 @@ def test_overrides_are_typed_and_nested():
     ("zero.stage=5", "zero.stage=5"),
     ("zero.precision=fp16", "choose one of"),
     ("train.steps", "key=value"),
-    ("data.datasets=nyc_bike1", None),
+    ("data.datasets=nyc_bike2", None),
 ])
 def test_bad_overrides_say_what_is_wrong(arg, needle):
     if needle is None:
@@ -136,7 +136,7 @@ def test_heldout_is_never_read_and_only_train_split_is_used(monkeypatch):
 def test_mixture_weights_split_type_weight_over_datasets(monkeypatch):
     monkeypatch.setattr(data_mix, "load_series", _fake_loader([], set()))
     cfg = load_config("tiny", ["data.datasets=metr_la_week,montevideo_bus,nyc_bike1", "data.heldout=",
-                               "data.synthetic_weight=2",
+                               "data.synthetic_weight=2", "data.prior_weight=0",
                                "data.type_weights=grid:1,graph:1", "data.dataset_weights=montevideo_bus:3"])
     w = {s.name: s.weight for s in build_sources(cfg.data, seed=0)}
     assert w["nyc_bike1"] == pytest.approx(0.25) and w["synthetic"] == pytest.approx(0.5)
@@ -181,7 +181,7 @@ def test_stream_is_deterministic_per_rank_and_independent_of_workers(mixture):
 
 def test_too_large_window_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(data_mix, "load_series", _fake_loader([], set()))
-    cfg = load_config("tiny", ["data.datasets=nyc_bike1", "data.synthetic_weight=0", "data.tokens_per_batch=4"])
+    cfg = load_config("tiny", ["data.datasets=nyc_bike2", "data.synthetic_weight=0", "data.prior_weight=0", "data.tokens_per_batch=4"])
     mix = Mixture(build_sources(cfg.data, seed=0), cfg.data, PatcherConfig(patch_size=2, time_patch=4), seed=0)
     with pytest.raises(ValueError, match="tokens_per_batch=4"):
         mix.batch(0, 0)

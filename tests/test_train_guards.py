@@ -52,8 +52,8 @@ def test_out_of_range_values_name_the_rule(arg, rule):
 # ---------------------------------------------------------------------------------- default held-out list
 def test_default_heldout_is_the_release_s():
     """The default run holds out what README's zero-shot table evaluates (the shipped release's list)."""
-    release = json.loads((REPO / "checkpoints" / "unist-tiny" / "training_data.json").read_text())
-    script = (REPO / "scripts" / "release_unist_tiny.sh").read_text()
+    release = json.loads((REPO / "checkpoints" / "unist-tiny-2" / "training_data.json").read_text())
+    script = (REPO / "scripts" / "release_unist.sh").read_text()
     in_script = re.search(r"^HELDOUT=(\S+)$", script, re.M).group(1).split(",")
     assert load_config("tiny").data.heldout == RELEASE_HELDOUT
     assert list(RELEASE_HELDOUT) == release["heldout"] == in_script
@@ -86,23 +86,23 @@ def test_auto_without_data_is_an_error_naming_the_path(tmp_path, monkeypatch):
         build_sources(load_config("tiny", [f"data.data_dir={tmp_path / 'empty'}"]).data, seed=0)
     monkeypatch.setenv("UNIST_DATA_DIR", str(missing))
     only = build_sources(load_config("tiny", ["data.datasets=synthetic"]).data, seed=0)  # the explicit opt-in
-    assert [s.name for s in only] == ["synthetic"] and only[0].weight == 1.0
+    assert [s.name for s in only] == ["synthetic", "prior"] and sum(s.weight for s in only) == pytest.approx(1.0)
 
 
 def test_misspelled_dataset_weight_fails_before_reading_data(monkeypatch):
     calls: list[str] = []
     monkeypatch.setattr(data_mix, "load_series", _recording_loader(calls))
-    base = ["data.datasets=nyc_bike1,geolife_sample"]
-    with pytest.raises(DataError, match="'nyc_bik1', which is not a dataset of this run. Did you mean nyc_bike1"):
-        build_sources(load_config("tiny", base + ["data.dataset_weights=nyc_bik1:2"]).data, seed=0)
+    base = ["data.datasets=nyc_bike2,geolife_sample"]
+    with pytest.raises(DataError, match="'nyc_bik2', which is not a dataset of this run. Did you mean nyc_bike2"):
+        build_sources(load_config("tiny", base + ["data.dataset_weights=nyc_bik2:2"]).data, seed=0)
     with pytest.raises(DataError, match="'metr_la_week'.*It is held out"):
         build_sources(load_config("tiny", base + ["data.dataset_weights=metr_la_week:2"]).data, seed=0)
     with pytest.raises(DataError, match="use data.synthetic_weight"):
         build_sources(load_config("tiny", base + ["data.dataset_weights=synthetic:2"]).data, seed=0)
     assert calls == []
-    w = {s.name: s.weight for s in build_sources(load_config("tiny", base + ["data.dataset_weights=NYC-Bike1:3",
+    w = {s.name: s.weight for s in build_sources(load_config("tiny", base + ["data.dataset_weights=NYC-Bike2:3", "data.prior_weight=0",
                                                                            "data.synthetic_weight=0"]).data, 0)}
-    assert w == pytest.approx({"nyc_bike1": 0.75, "geolife_sample": 0.25})  # aliases / case resolve
+    assert w == pytest.approx({"nyc_bike2": 0.75, "geolife_sample": 0.25})  # aliases / case resolve
 
 
 def test_npz_paths_are_datasets_with_their_own_layout(tmp_path):
@@ -112,7 +112,7 @@ def test_npz_paths_are_datasets_with_their_own_layout(tmp_path):
     cfg = load_config("tiny", [f"data.datasets={path},synthetic", "data.window=8"])
     sources = {s.name: s for s in build_sources(cfg.data, seed=0)}
     mine = sources["my_sensors"]
-    assert set(sources) == {"my_sensors", "synthetic"} and mine.layout == "graph"
+    assert set(sources) == {"my_sensors", "synthetic", "prior"} and mine.layout == "graph"
     assert mine.series.num_steps == 30 and mine.record["path"] == str(path.resolve())  # train split 6:2:2
     dup = tmp_path / "sub" / "my_sensors.npz"
     dup.parent.mkdir()

@@ -61,7 +61,7 @@ def test_default_run_writes_checkpoints_metrics_plot_and_release(default_run):
     assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["step_00000002", "step_00000004"]
     state = json.loads((ckpt / "step_00000004" / "unist_state.json").read_text())
     trained = [d["name"] for d in state["training_data"]["datasets"]]
-    assert {"synthetic", "montevideo_bus", "chickenpox_hungary", "nyc_bike1"} <= set(trained)
+    assert {"synthetic", "prior", "montevideo_bus", "chickenpox_hungary", "nyc_bike2"} <= set(trained)
     assert not set(RELEASE_HELDOUT) & set(trained)  # the default holds out README's zero-shot sets
     assert state["training_data"]["heldout"] == list(RELEASE_HELDOUT)
     release = json.loads((default_run / "release" / "training_data.json").read_text())

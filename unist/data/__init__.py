@@ -4,7 +4,8 @@
   load_graph(name)      GraphStructure of a registered graph dataset (incl. structure-only PEMS graphs)
   list_datasets()       registered names;  save_npz(series, path) writes the unist npz format
   preprocess            split_series, Normalizer, sliding_windows, time_features, spectral_layout
-  synthetic             SyntheticCorpus (seeded on-the-fly pretraining corpus), synthetic_graph_signal
+  synthetic             SyntheticCorpus (seeded on-the-fly pretraining corpus), synthetic_graph_signal,
+                        PriorCorpus (the in-context forecasting prior: random periods, trends, counts)
 See docs/data.md.
 """
 from .graph import GraphStructure, adjacency_to_edges
@@ -14,8 +15,8 @@ from .preprocess import (Normalizer, num_windows, sliding_windows, spectral_layo
                          split_series, time_features)
 from .registry import DATASETS, DatasetSpec, data_dir, list_datasets, load_graph
 from .series import LAYOUTS, DataError, STSeries
-from .synthetic import (KINDS, SyntheticConfig, SyntheticCorpus, make_graph, make_grid, make_video,
-                        random_geometric_graph, synthetic_graph_signal)
+from .synthetic import (KINDS, PriorConfig, PriorCorpus, SyntheticConfig, SyntheticCorpus, make_graph, make_grid,
+                        make_prior, make_video, random_geometric_graph, synthetic_graph_signal)
 from .trajectory import TrajectoryGridOptions, points_to_grid
 from .video import VideoOptions, read_video
 
@@ -25,5 +26,5 @@ __all__ = [
     "load_npz", "save_npz", "read_video", "VideoOptions", "TrajectoryGridOptions", "points_to_grid",
     "split_series", "Normalizer", "sliding_windows", "split_context_target", "num_windows", "time_features",
     "spectral_layout", "SyntheticCorpus", "SyntheticConfig", "KINDS", "make_grid", "make_graph", "make_video",
-    "random_geometric_graph", "synthetic_graph_signal",
+    "random_geometric_graph", "synthetic_graph_signal", "PriorConfig", "PriorCorpus", "make_prior",
 ]

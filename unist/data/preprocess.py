@@ -118,11 +118,14 @@ def num_windows(num_steps: int, length: int, stride: int = 1) -> int:
 
 
 def _gap_free(series: STSeries) -> np.ndarray | None:
-    """(T-1,) bool: step t -> t+1 is one regular interval; None when timestamps or interval are unknown."""
+    """(T-1,) bool: step t -> t+1 is one regular interval; None when timestamps or interval are unknown.
+
+    "Regular" is within 10 % of the interval: calendar steps have a nominal interval (a month is 28-31
+    days against 30.44, a year 365 or 366 days), while a real gap is at least two intervals."""
     if series.timestamps is None or not series.interval_minutes:
         return None
     step = np.diff(series.timestamps.astype("datetime64[s]").astype(np.int64)) / 60.0
-    return np.isclose(step, series.interval_minutes, rtol=1e-6, atol=1e-6)
+    return np.abs(step - series.interval_minutes) <= 0.1 * series.interval_minutes
 
 
 def sliding_windows(series: STSeries, context: int, horizon: int = 0, stride: int = 1) -> Iterator[STSeries]:

@@ -4,6 +4,12 @@ The data directory is `$UNIST_DATA_DIR`, else `<repo root>/../shared/data`, else
 `../shared/data` relative to the working directory. Each folder's SOURCE.md documents the keys,
 units and timestamps that the readers below rely on. Graph datasets (with or without a series)
 also give their `GraphStructure` through `load_graph`.
+
+Most datasets added on 2026-12-02 are already in the unist npz layout with their own extra keys; they
+share one reader (`_series_npz`), driven by a `_NpzInfo` row each: frequency, units, which key holds
+node ids / channel names / coordinates. Their timestamps become datetime64[m] (a month stamp is the
+first of the month, a year stamp 1 January) and `meta["freq"]` names the calendar step ("h", "D",
+"W", "M", "Y"); months and years get a nominal `interval_minutes` (`MONTH_MINUTES`, `YEAR_MINUTES`).
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -45,6 +51,7 @@ class DatasetSpec:
     interval_minutes: float | None
     folder: str
     description: str
+    default_channels: tuple[str, ...] | None = None   # loaded when `channels` is not given (None = all)
 
     @property
     def has_series(self) -> bool:
@@ -132,11 +139,12 @@ def _graph_chickenpox() -> GraphStructure:
 
 
 # ---------------------------------------------------------------------------------- series
-def _on_graph(values: np.ndarray, g: GraphStructure, spec: DatasetSpec, timestamps=None, meta=None) -> STSeries:
+def _on_graph(values: np.ndarray, g: GraphStructure, spec: DatasetSpec, timestamps=None, meta=None,
+              channels: list[str] | None = None) -> STSeries:
     v = values.astype(np.float32)
     return STSeries(values=v, mask=~np.isnan(v), layout="graph", coords=g.coords, edge_index=g.edge_index,
                     edge_weight=g.edge_weight, timestamps=timestamps, interval_minutes=spec.interval_minutes,
-                    domain=spec.domain, name=spec.name,
+                    domain=spec.domain, name=spec.name, channels=channels,
                     meta={"node_ids": g.node_ids, "coords_kind": g.coords_kind, **(meta or {})})
 
 
@@ -176,13 +184,162 @@ def _series_era5(spec: DatasetSpec) -> STSeries:
     return _on_grid(z["data"][..., None], spec, z["timestamps"], ["t2m"], coords, {"units": "K", "coords_kind": "lat_lon"})
 
 
-def _video_path(stem: str) -> Path:
-    folder = data_dir() / "videos"
-    hits = sorted(p for p in folder.glob(f"{stem}.*") if p.suffix.lower() in VIDEO_SUFFIXES) if folder.is_dir() else []
-    if not hits:
-        raise DataError(f"no video {stem!r} under {folder} (suffixes {VIDEO_SUFFIXES}); set UNIST_DATA_DIR to the "
-                        "folder holding videos/")
-    return hits[0]
+# ---------------------------------------------------------------------------------- npz datasets (2026-12-02)
+MONTH_MINUTES = 43830.0      # nominal month: 30.4375 days
+YEAR_MINUTES = 525960.0      # nominal year: 365.25 days
+FREQS = ("h", "D", "W", "M", "Y")
+_UG = "µg/m³"
+
+
+@dataclass(frozen=True)
+class _NpzInfo:
+    """How to read one plain-npz dataset (see its SOURCE.md).
+
+    freq: calendar step; units: one unit, or one per channel; channels: the file key holding channel
+    names, or the names themselves; ids: key of node ids (graphs; None = 0..N-1); coords: "lat_lon"
+    (lat/lon keys), "lat2d" (lat2d/lon2d keys, grids), another key holding (N, 2) relative (x, y),
+    or None; extra: keys copied into meta as they are."""
+
+    freq: str
+    units: str | tuple[str, ...]
+    channels: str | tuple[str, ...]
+    ids: str | None = None
+    coords: str | None = None
+    extra: tuple[str, ...] = ()
+
+
+_NPZ: dict[str, _NpzInfo] = {
+    "beijing_air_12site": _NpzInfo("h", (_UG,) * 6 + ("°C", "hPa", "°C", "mm", "m/s", "deg"), "channel_names",
+                                   "station_names"),
+    "india_city_aq_daily": _NpzInfo("D", (_UG,) * 6 + ("mg/m³",) + (_UG,) * 5 + ("index",), "channel_names",
+                                    "city_names"),
+    "us_climdiv_precip": _NpzInfo("M", "inches/month", ("precip",), "division_ids", "lat_lon", ("division_names",)),
+    "de_pm10_rural": _NpzInfo("D", _UG, ("PM10",), "station_ids", "lat_lon"),
+    "flu_bybw": _NpzInfo("W", "cases/week", ("influenza",), "district_ids", "centroid_xy_map_units",
+                         ("population_fraction",)),
+    "paris_bikehire_daily": _NpzInfo("D", "dock activity/day", ("activity",), "station_ids", "lat_lon",
+                                     ("station_names",)),
+    "london_bikehire_daily": _NpzInfo("D", "dock activity/day", ("activity",), "station_ids", "lat_lon"),
+    "england_covid_mobility": _NpzInfo("D", "cases/day", ("covid_cases",)),
+    "us_state_income_annual": _NpzInfo("Y", "USD per capita (current)", ("income",), "state_names", "lat_lon",
+                                       ("state_fips",)),
+    "us_gridmet_precip_5day": _NpzInfo("D", "mm/day", ("precip",), coords="lat_lon"),
+    "us_stageiv_precip_hourly": _NpzInfo("h", "mm/h", ("precip",), coords="lat2d"),
+    "us_bcsd_obs_1999_monthly": _NpzInfo("M", ("mm/month", "°C"), "channel_names", coords="lat_lon"),
+}
+
+
+def _npz_keys(folder: str, name: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Only `keys` (those present) of an npz: the members are decompressed one by one."""
+    with np.load(_file(folder, name), allow_pickle=False) as z:
+        return {k: z[k] for k in keys if k in z.files}
+
+
+def minute_timestamps(ts: np.ndarray, freq: str) -> tuple[np.ndarray, bool]:
+    """datetime64 stamps of any unit as datetime64[m], and whether they were moved. Month data
+    ("M") is put on the first of each month and year data ("Y") on 1 January, whatever day the file
+    gives (e.g. month-end dates); hours and days convert exactly."""
+    if freq not in FREQS:
+        raise DataError(f"freq {freq!r} is unknown: use one of {FREQS}")
+    if not np.issubdtype(ts.dtype, np.datetime64):
+        raise DataError(f"timestamps must be datetime64, got {ts.dtype}")
+    snapped = ts.astype(f"datetime64[{freq}]") if freq in ("M", "Y") else ts
+    out = snapped.astype("datetime64[m]")
+    return out, bool((out != ts.astype("datetime64[m]")).any())
+
+
+def select_channels(names: Sequence[str], channels, default: Sequence[str] | None, dataset: str) -> list[int]:
+    """Indices of the requested channels: None -> `default` (or all), "all" -> all, a name or a list of
+    names (exact, else case-insensitive) -> those, in the order given."""
+    names = [str(n) for n in names]
+    if channels is None:
+        channels = list(default) if default is not None else names
+    elif isinstance(channels, str):
+        channels = names if channels == "all" else [channels]
+    try:
+        wanted = [str(c) for c in channels]
+    except TypeError:
+        raise DataError(f"{dataset}: channels must be a list of channel names or 'all', got {channels!r}") from None
+    if not wanted:
+        raise DataError(f"{dataset}: channels is empty; pick some of {names} or 'all'")
+    folded = {n.casefold(): i for i, n in enumerate(names)}
+    idx, unknown = [], []
+    for c in wanted:
+        i = names.index(c) if c in names else folded.get(c.casefold())
+        (unknown.append(c) if i is None else idx.append(i))
+    if unknown:
+        raise DataError(f"{dataset}: unknown channel(s) {unknown}; known channels: {names} (or channels='all')")
+    if len(set(idx)) != len(idx):
+        raise DataError(f"{dataset}: channels {wanted} names a channel twice; list each once")
+    return idx
+
+
+def _npz_coords(z: dict[str, np.ndarray], info: _NpzInfo, layout: str) -> tuple[np.ndarray | None, str | None]:
+    """(coords, coords_kind) as STSeries wants them: graph [N, 2], grid [H, W, 2], (lat, lon) or (y, x)."""
+    if info.coords is None:
+        return None, None
+    if info.coords == "lat2d":
+        return np.stack([z["lat2d"], z["lon2d"]], -1).astype(np.float64), "lat_lon"
+    if info.coords == "lat_lon":
+        lat, lon = z["lat"].astype(np.float64), z["lon"].astype(np.float64)
+        if layout == "grid":
+            return np.stack(np.meshgrid(lat, lon, indexing="ij"), -1), "lat_lon"
+        return np.stack([lat, lon], 1), "lat_lon"
+    return z[info.coords][:, ::-1].astype(np.float64), "map_units"   # relative (x, y) stored (y, x) like lat, lon
+
+
+def _graph_npz(name: str) -> GraphStructure:
+    """The graph of a plain-npz dataset: its edge_index (none for point sets), coords (else a spectral layout)."""
+    info = _NPZ[name]
+    keys = ["edge_index", "edge_weight", "lat", "lon", *([info.ids] if info.ids else []),
+            *([info.coords] if info.coords and info.coords != "lat_lon" else [])]
+    z = _npz_keys(name, f"{name}.npz", keys if info.ids else [*keys, "data"])
+    n = len(z[info.ids]) if info.ids else int(z["data"].shape[1])
+    ei = z.get("edge_index", np.zeros((2, 0), np.int64))
+    coords, kind = _npz_coords(z, info, "graph")
+    return GraphStructure.build(n, ei, z.get("edge_weight"), coords, z.get(info.ids) if info.ids else None, name,
+                                kind or "lat_lon")
+
+
+def _series_npz(spec: DatasetSpec, channels=None) -> STSeries:
+    """A plain-npz dataset as an STSeries (options: channels = a name, a list of names, or "all")."""
+    info = _NPZ[spec.name]
+    z = _npz(spec.folder, f"{spec.name}.npz")
+    names = [str(c) for c in z[info.channels]] if isinstance(info.channels, str) else list(info.channels)
+    idx = select_channels(names, channels, spec.default_channels, spec.name)
+    units = [info.units] * len(names) if isinstance(info.units, str) else list(info.units)
+    picked_units = [units[i] for i in idx]
+    meta: dict = {"freq": info.freq, "units": picked_units[0] if len(set(picked_units)) == 1 else
+                  dict(zip([names[i] for i in idx], picked_units)), **{k: z[k] for k in info.extra}}
+    ts = None
+    if "timestamps" in z:
+        ts, moved = minute_timestamps(z["timestamps"], info.freq)
+        if moved:
+            meta["source_timestamps"] = z["timestamps"]      # e.g. month-end dates, put on the 1st of the month
+    values = z["data"][..., idx]
+    ch = [names[i] for i in idx]
+    if spec.kind == "grid":
+        coords, kind = _npz_coords(z, info, "grid")
+        return _on_grid(values, spec, ts, ch, coords, {**meta, **({"coords_kind": kind} if kind else {})})
+    if "edge_index" not in z and info.coords is None:           # a point set: no edges, no geometry
+        v = values.astype(np.float32)
+        node_ids = z[info.ids] if info.ids else np.arange(v.shape[1])
+        return STSeries(values=v, mask=~np.isnan(v), layout="graph", edge_index=np.zeros((2, 0), np.int64),
+                        timestamps=ts, interval_minutes=spec.interval_minutes, domain=spec.domain, name=spec.name,
+                        channels=ch, meta={"node_ids": node_ids, **meta})
+    return _on_graph(values, load_graph(spec.name), spec, ts, meta, ch)
+
+
+def _video_path(stem: str, folders: Sequence[str] = ("videos",)) -> Path:
+    """The clip `stem.<video suffix>` in the first of `folders` (under the data dir) that holds one."""
+    for name in folders:
+        folder = data_dir() / name
+        hits = sorted(p for p in folder.glob(f"{stem}.*") if p.suffix.lower() in VIDEO_SUFFIXES) \
+            if folder.is_dir() else []
+        if hits:
+            return hits[0]
+    raise DataError(f"no video {stem!r} under {', '.join(str(data_dir() / f) for f in folders)} (suffixes "
+                    f"{VIDEO_SUFFIXES}); set UNIST_DATA_DIR to the folder holding {'/, '.join(folders)}/")
 
 
 _SPECS = [
@@ -201,9 +358,42 @@ _SPECS = [
     *[DatasetSpec(k, "video", "video", None, "videos", d) for k, d in [
         ("mmaction2_demo", "arm wrestling, 340x256, 28 fps"), ("mmaction2_test", "eye make-up, 320x240, 25 fps"),
         ("flipping_a_pancake", "pancake flip, 426x240, 30 fps"), ("bigbuckbunny", "Big Buck Bunny, 1280x720, 25 fps")]],
+    # added 2026-12-02 (plain npz, read by _series_npz; see _NPZ)
+    DatasetSpec("beijing_air_12site", "graph", "air", 60, "beijing_air_12site",
+                "Beijing air quality, 12 stations (no coords), 6 pollutants + 6 weather, hourly 2013-03..2017-02",
+                ("PM2.5", "PM10", "SO2", "NO2", "CO", "O3")),
+    DatasetSpec("india_city_aq_daily", "graph", "air", 1440, "india_city_aq_daily",
+                "India city air quality, 26 cities (no coords), 12 pollutants + AQI, daily 2015..2020-07",
+                ("PM2.5", "PM10", "NO", "NO2", "CO", "SO2", "O3", "AQI")),
+    DatasetSpec("us_climdiv_precip", "graph", "precip", MONTH_MINUTES, "us_climdiv_precip",
+                "US climate-division precipitation (inches), 344 divisions, contiguity, monthly 1895..2019-03"),
+    DatasetSpec("de_pm10_rural", "graph", "air", 1440, "de_pm10_rural",
+                "Germany rural PM10 (µg/m³), 70 stations (no edges), daily 1998..2009"),
+    DatasetSpec("flu_bybw", "graph", "epidemic", 7 * 1440, "flu_bybw",
+                "influenza counts, 140 districts of Bavaria + Baden-Württemberg, adjacency, weekly 2001..2008"),
+    DatasetSpec("paris_bikehire_daily", "graph", "bike", 1440, "paris_bikehire_daily",
+                "Paris Vélib' dock activity, 80 quarters (no edges), daily 2020"),
+    DatasetSpec("london_bikehire_daily", "graph", "bike", 1440, "london_bikehire_daily",
+                "London Santander Cycles dock activity, 84 localities (no edges), daily 2020-01..10"),
+    DatasetSpec("england_covid_mobility", "graph", "epidemic", 1440, "england_covid_mobility",
+                "England COVID-19 daily cases, 129 NUTS3 regions, static mobility graph, 61 days spring 2020"),
+    DatasetSpec("us_state_income_annual", "graph", "economy", YEAR_MINUTES, "us_state_income_annual",
+                "US per-capita personal income, 48 states, contiguity, yearly 1929..2009"),
+    DatasetSpec("us_gridmet_precip_5day", "grid", "precip", 1440, "us_gridmet_precip_5day",
+                "gridMET precipitation (mm), 211x470 grid at 4 km, SE US, 5 days 2018-09"),
+    DatasetSpec("us_stageiv_precip_hourly", "grid", "precip", 60, "us_stageiv_precip_hourly",
+                "Stage IV radar+gauge precipitation (mm/h), 118x87 curvilinear grid, 23 h 2018-09-13/14"),
+    DatasetSpec("us_bcsd_obs_1999_monthly", "grid", "climate", MONTH_MINUTES, "us_bcsd_obs_1999_monthly",
+                "BCSD monthly precipitation + temperature, 33x81 grid at 1/8 deg, SE US, 1999"),
+    *[DatasetSpec(k, "video", "video", None, "videos_more", d) for k, d in [
+        ("cockatoo", "white cockatoo, hand-held, 1280x720, 20 fps"),
+        ("realshort", "indoor desk scene, 320x240, 30 fps"),
+        ("imageio_test", "person waving (file test.webm), 640x480, 30 fps")]],
 ]
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in _SPECS}
 ALIASES = {"pems_bay": "pems_bay_graph"}
+_VIDEO_STEMS = {"imageio_test": "test"}          # registered video name -> file stem, where they differ
+_VIDEO_FOLDERS = tuple(dict.fromkeys(s.folder for s in _SPECS if s.kind == "video"))   # searched by video:<stem>
 
 _SERIES: dict[str, Callable[[DatasetSpec], STSeries]] = {
     "metr_la_week": _series_metr_la, "montevideo_bus": _series_montevideo, "chickenpox_hungary": _series_chickenpox,
@@ -212,6 +402,7 @@ _SERIES: dict[str, Callable[[DatasetSpec], STSeries]] = {
 _GRAPHS: dict[str, Callable[[], GraphStructure]] = {
     "metr_la_week": _graph_metr_la, "montevideo_bus": _graph_montevideo, "chickenpox_hungary": _graph_chickenpox,
     "pems_bay_graph": _graph_pems_bay, **{k: (lambda k=k: _graph_pems(k)) for k in _PEMS_NODES},
+    **{k: (lambda k=k: _graph_npz(k)) for k in _NPZ if DATASETS[k].kind == "graph"},
 }
 
 
@@ -233,7 +424,8 @@ def unknown_name_error(name: str) -> DataError:
     close = difflib.get_close_matches(name.lower(), list(DATASETS) + list(ALIASES), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return DataError(f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(DATASETS)}; or pass a path to a "
-                     ".npz (unist npz format) or a video file, or 'video:<stem>' for a clip under UNIST_DATA_DIR/videos")
+                     ".npz (unist npz format) or a video file, or 'video:<stem>' for a clip under UNIST_DATA_DIR/"
+                     f"{' or '.join(_VIDEO_FOLDERS)}")
 
 
 def _no_options(name: str, options: dict) -> None:
@@ -242,13 +434,16 @@ def _no_options(name: str, options: dict) -> None:
 
 
 def load_registered(name: str, **options) -> STSeries:
-    """Load a registered dataset by name (options: video and geolife_sample only)."""
+    """Load a registered dataset by name. Options: videos take `VideoOptions`, geolife_sample
+    `TrajectoryGridOptions`, the datasets of 2026-12-02 `channels` (a name, a list of names, or "all";
+    default `DatasetSpec.default_channels`, else all)."""
     key = canonical_name(name)
     if key is None:
         raise unknown_name_error(name)
-    if key.startswith("video:") or DATASETS[key].kind == "video":
-        stem = key.split(":", 1)[1] if key.startswith("video:") else key
-        return read_video(_video_path(stem), **options)
+    if key.startswith("video:"):
+        return read_video(_video_path(key.split(":", 1)[1], _VIDEO_FOLDERS), **options)
+    if DATASETS[key].kind == "video":
+        return read_video(_video_path(_VIDEO_STEMS.get(key, key), (DATASETS[key].folder,)), **options)
     spec = DATASETS[key]
     if not spec.has_series:
         raise DataError(f"dataset {key!r} has no time series here (graph structure only): use "
@@ -256,6 +451,10 @@ def load_registered(name: str, **options) -> STSeries:
                         "for a synthetic series on that graph")
     if key == "geolife_sample":
         return load_trajectory_grid(_file(spec.folder, "demodata_geolife.csv"), key, **options)
+    if key in _NPZ:
+        if set(options) - {"channels"}:
+            raise DataError(f"dataset {key!r} takes only the option 'channels', got {sorted(options)}")
+        return _series_npz(spec, **options)
     _no_options(key, options)
     return _SERIES[key](spec)
 

@@ -8,6 +8,9 @@
                       TARGET'S TRAINING SPLIT (uses target data)
   RidgeAR             ridge regression context -> horizon, weights shared by all locations (one set per
                       channel), FITTED ON THE TARGET'S TRAINING SPLIT (uses target data)
+  peer_*              statsforecast's AutoETS, AutoTheta, SeasonalNaive, MSTL fitted on each window's context
+                      alone, with CRPS from their prediction intervals (`unist.evaluation.peers`, optional:
+                      needs statsforecast; a seeded subset of locations when there are too many series)
 
 A baseline that cannot predict a point returns NaN there (the runner reports it and scores every
 model on the points all of them predicted); seasonal_naive falls back to last_value where its
@@ -15,6 +18,7 @@ seasonal source is missing or before the start of the series and reports the fra
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -23,6 +27,7 @@ import scipy.linalg
 
 from unist.data import DataError, STSeries
 
+from .peers import default_max_series, peer_forecasts, peers_unavailable
 from .windows import EvalWindows
 
 
@@ -143,10 +148,13 @@ class RidgeAR:
         return out
 
 
-def run_baselines(windows: EvalWindows, horizon: int, season: int | None, ridge_alpha: float = 1e-3
-                  ) -> dict[str, dict]:
+def run_baselines(windows: EvalWindows, horizon: int, season: int | None, ridge_alpha: float = 1e-3,
+                  peers: bool = False, peer_max_series: int | None = None, seed: int = 0) -> dict[str, dict]:
     """Every applicable baseline on `windows`: name -> {"pred", "uses_target_data", "label", "notes", "seconds"}
-    (seconds include fitting)."""
+    (seconds include fitting). With `peers`, also the statsforecast peers ("peer_auto_ets", ...: + "samples"
+    and "locations", the fitted subset or None), fitting at most `peer_max_series` series (None: as many as
+    take ~2 minutes at this context length, `peers.default_max_series`); without statsforecast they are
+    skipped with a note on stderr."""
     ctx, cmask = windows.context, windows.context_mask
     s, n_train = windows.series, windows.train.num_steps
     out = {}
@@ -176,7 +184,26 @@ def run_baselines(windows: EvalWindows, horizon: int, season: int | None, ridge_
         "ridge regression context -> horizon, weights shared over locations, fitted on the target's training split",
         lambda: RidgeAR(ctx.shape[1], horizon, alpha=ridge_alpha).fit(windows.train.values, windows.train.mask)
         .predict(ctx, cmask))
+    if peers:
+        out.update(run_peers(windows, horizon, season, peer_max_series, seed))
     return out
 
 
-__all__ = ["HistoricalAverage", "RidgeAR", "last_value", "run_baselines", "season_phase", "seasonal_naive"]
+def run_peers(windows: EvalWindows, horizon: int, season: int | None, max_series: int | None = None,
+              seed: int = 0) -> dict[str, dict]:
+    """The statsforecast peers as run_baselines entries ({} with a note on stderr without statsforecast);
+    a model that could not run is named in the others' "peers_skipped"."""
+    missing = peers_unavailable()
+    if missing:
+        print(f"note: {missing}", file=sys.stderr)
+        return {}
+    limit = default_max_series(windows.context.shape[1]) if max_series is None else max_series
+    res = peer_forecasts(windows.context, windows.context_mask, horizon, season, max_series=limit, seed=seed)
+    skipped = {name: r["skipped"] for name, r in res.items() if "skipped" in r}
+    return {f"peer_{name}": {**r, "uses_target_data": False, "max_series": limit,
+                             **({"peers_skipped": skipped} if skipped else {})}
+            for name, r in res.items() if "skipped" not in r}
+
+
+__all__ = ["HistoricalAverage", "RidgeAR", "last_value", "run_baselines", "run_peers", "season_phase",
+           "seasonal_naive"]

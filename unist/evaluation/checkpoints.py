@@ -64,6 +64,17 @@ class Checkpoint:
         return {"contaminated": bool(matched or same_shape), "heldout": heldout, "matched": matched + same_shape,
                 "reason": reason}
 
+    def require_zero_shot(self, source: str, series, allow_contaminated: bool = False) -> dict[str, Any]:
+        """`audit` of `series` (read from `source`); ContaminationError when the checkpoint trained on it, unless
+        allow_contaminated (then the caller flags its results)."""
+        audit = self.audit(source, series.name, Path(source).stem, shape=series.values.shape)
+        if audit["contaminated"] is not False and not allow_contaminated:
+            raise ContaminationError(
+                f"dataset {source!r}: {audit['reason']} ({self.source}), so a zero-shot score would be contaminated. "
+                "Evaluate on a held-out dataset, or pass --allow-contaminated to run anyway (results flagged "
+                "contaminated)")
+        return audit
+
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "path": self.path, "model_name": self.model_name, "random_init": self.random_init,
                 "training_datasets": self.training_datasets, "heldout": self.heldout,

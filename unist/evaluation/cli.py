@@ -2,7 +2,7 @@
 `python -m unist.evaluation.finetune`): argparse types that refuse a bad number before any work starts
 (argparse then prints the usage and one error line, exit code 2), and `USER_ERRORS`, the project's
 error classes for refused input, which `report_error` prints as one line (exit code 2) instead of a
-traceback."""
+traceback; `add_peer_flags` / `peer_settings`: --no-peers and --peer-max-series for the statsforecast peers."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +42,20 @@ fraction = _number(float, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
 positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a finite number > 0")
 
 
+def add_peer_flags(ap: argparse.ArgumentParser) -> None:
+    """--no-peers and --peer-max-series N: the statsforecast peers (unist.evaluation.peers) of EvalConfig."""
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip the statsforecast peers (AutoETS, AutoTheta, SeasonalNaive, MSTL on each context)")
+    ap.add_argument("--peer-max-series", type=positive_int,
+                    help="fit the peers on at most N (window, location, channel) series, a seeded subset of "
+                         "locations (default: as many as take ~2 minutes per dataset at the context length)")
+
+
+def peer_settings(args: argparse.Namespace) -> dict[str, object]:
+    """EvalConfig keyword arguments from the flags of `add_peer_flags`."""
+    return {"peers": not args.no_peers, "peer_max_series": args.peer_max_series}
+
+
 def device(text: str) -> str:
     """An argparse type: a torch device this machine has (cpu, cuda, cuda:1, ...)."""
     try:
@@ -61,5 +75,5 @@ def report_error(error: Exception) -> int:
     return 2
 
 
-__all__ = ["USER_ERRORS", "device", "fraction", "non_negative_int", "positive_float", "positive_int",
-           "report_error", "sample_count"]
+__all__ = ["USER_ERRORS", "add_peer_flags", "device", "fraction", "non_negative_int", "peer_settings",
+           "positive_float", "positive_int", "report_error", "sample_count"]

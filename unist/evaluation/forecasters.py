@@ -24,8 +24,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from unist.data import STSeries
+from unist.model.registry import create_model
 
 from .errors import EvalError
 from .windows import EvalWindows
@@ -94,8 +96,26 @@ def has_self_check(model) -> bool:
 
 
 def has_gated_anchor(model) -> bool:
-    """Whether `model` has the backtest-weighted anchor (releases from before it do not)."""
-    return getattr(model, "anchor_gate", None) is not None
+    """Whether `model` has a backtest-weighted anchor to ablate: the lag copy (`lags.py`) or the four-candidate
+    anchor (`anchor.py`; releases from before either have neither)."""
+    return getattr(model, "anchor_gate", None) is not None or getattr(model, "lag_scorer", None) is not None
+
+
+def has_lag_copy(model) -> bool:
+    """Whether `model` forecasts with the lag copy (`UniSTConfig.lag_candidates` > 0)."""
+    return getattr(model, "lag_scorer", None) is not None
+
+
+def classical_ensemble(patch) -> "torch.nn.Module":
+    """The four-candidate classical ensemble (last value, smoothed last value, seasonal naive on the clock, level-
+    corrected seasonal naive, weighted by their in-context backtest error^-4; `unist.model.anchor`) as a forecaster:
+    an untrained model with that anchor, used with anchor_only=True, so no learned weight enters."""
+    return create_model("unist_tiny", lag_candidates=0, gated_anchor=True, self_check=False, patch=patch).eval()
+
+
+def ensemble_forecast(patch, windows: EvalWindows, horizon: int, batch_size: int = 32) -> np.ndarray:
+    """[B, H, *sp, C] of `classical_ensemble(patch)` (the baseline "the hand-built ensemble without the network")."""
+    return forecast_windows(classical_ensemble(patch), windows.contexts, horizon, batch_size, anchor_only=True)
 
 
 def location_series(window: STSeries, index: int) -> STSeries:
@@ -136,5 +156,6 @@ def temporal_forecast(model, windows: EvalWindows, horizon: int, locations: np.n
     return out.reshape(shape)
 
 
-__all__ = ["anchor_forecast", "forecast_windows", "has_gated_anchor", "has_self_check", "location_series",
+__all__ = ["anchor_forecast", "classical_ensemble", "ensemble_forecast", "forecast_windows", "has_gated_anchor",
+           "has_lag_copy", "has_self_check", "location_series",
            "network_forecast", "sample_locations", "temporal_forecast", "unist_forecast"]

@@ -57,60 +57,76 @@ class Protocol:
         return asdict(self)
 
 
+MONTH = 43830.0   # nominal: the registry gives monthly data this interval (30.4375 days)
+YEAR = 525960.0   # nominal: 365.25 days
+
+
 def _season(interval_minutes: float | None) -> int | None:
-    """Steps per day for sub-daily data, per week for daily data, per year (52) for weekly data."""
+    """Steps per day for sub-daily data, per week for daily data, per year for weekly (52) and monthly (12) data."""
     if not interval_minutes:
         return None
     for cycle in (DAY, WEEK):
         if interval_minutes < cycle and cycle % interval_minutes == 0:
             return int(cycle // interval_minutes)
-    return 52 if interval_minutes == WEEK else None
+    return {WEEK: 52, MONTH: 12}.get(float(interval_minutes))
+
+
+def default_context(season: int | None) -> int:
+    """Generic context: two seasonal cycles at least, and at least 64 steps (the model reads long contexts)."""
+    return max(64, 2 * season) if season else 64
 
 
 # (layout, domain, interval in minutes) -> protocol. None in a key matches anything.
+# Contexts hold at least two cycles of the dominant season (docs/evaluation.md): the forecast targets are the
+# field's, the context is what a forecaster that reads the past would be given.
 PROTOCOLS: dict[tuple[str | None, str | None, float | None], Protocol] = {
     ("graph", "traffic", 5.0): Protocol(
-        "traffic-5min", 12, 12, season=288, report_steps=(3, 6, 12), zero_is_missing=True,
-        reference="DCRNN (Li et al. 2018) / Graph WaveNet: 12 x 5 min in, 12 out; horizons 15/30/60 min; "
-                  "a speed of 0 marks a sensor failure (DCRNN masked metrics, null_val=0)"),
+        "traffic-5min", 576, 12, season=288, report_steps=(3, 6, 12), zero_is_missing=True,
+        reference="DCRNN (Li et al. 2018) / Graph WaveNet targets: 12 x 5 min out, horizons 15/30/60 min; two days "
+                  "(576 steps) in, so the same time of the previous days is in view (the 12-step context of those "
+                  "papers hides it); a speed of 0 marks a sensor failure (DCRNN masked metrics, null_val=0)"),
     ("grid", None, 60.0): Protocol(
-        "grid-hourly", 48, 12, season=24, report_steps=(1, 3, 6, 12), mape_min=5.0,
-        reference="crowd/bike flow grids: 12 steps out as in UniST's short-term setting, two days in so the "
-                  "context holds the same hours of the previous days (ST-ResNet's closeness + period inputs, "
-                  "STDN's periodic window); MAPE over flows > 5 as in ST-SSL's test_metrics"),
+        "grid-hourly", 168, 12, season=24, report_steps=(1, 3, 6, 12), mape_min=5.0,
+        reference="crowd/bike flow grids: 12 steps out as in UniST's short-term setting, one week in (ST-ResNet's "
+                  "closeness + period + trend inputs reach a week back); MAPE over flows > 5 as in ST-SSL"),
     ("grid", None, 30.0): Protocol(
-        "grid-30min", 96, 12, season=48, report_steps=(1, 3, 6, 12), mape_min=5.0,
-        reference="grid-hourly at 30-min slots (NYC bike 2 / STDN): two days (96 steps) in, 12 out; "
+        "grid-30min", 336, 12, season=48, report_steps=(1, 3, 6, 12), mape_min=5.0,
+        reference="grid-hourly at 30-min slots (NYC bike 2 / STDN): one week (336 steps) in, 12 out; "
                   "MAPE over flows > 5 as in ST-SSL"),
     ("grid", "weather", 60.0): Protocol(
-        "weather-hourly", 48, 24, season=24, report_steps=(1, 6, 12, 24),
-        reference="two days in, one day out of hourly ERA5 fields (short-range, WeatherBench-style lead times "
-                  "up to 24 h; the context holds the diurnal cycle twice)"),
+        "weather-hourly", 168, 24, season=24, report_steps=(1, 6, 12, 24),
+        reference="one week in, one day out of hourly ERA5 fields (short-range, WeatherBench-style lead times up "
+                  "to 24 h; the context holds the diurnal cycle seven times)"),
     ("graph", "epidemic", WEEK): Protocol(
-        "epidemic-weekly", 4, 1, season=52, report_steps=(1,), mape_min=None,
-        reference="PyTorch Geometric Temporal ChickenpoxDatasetLoader(lags=4): 4 weeks in, next week out; "
-                  "MAPE not reported (the series is standardized, values cross 0)"),
+        "epidemic-weekly", 104, 4, season=52, report_steps=(1, 4), mape_min=None,
+        reference="weekly case counts: two years (104 weeks) in so the yearly wave is in view twice, four weeks "
+                  "out (the CDC FluSight horizons 1-4); MAPE not reported (counts and standardized series hit 0)"),
     ("graph", "bus", 60.0): Protocol(
-        "bus-hourly", 12, 12, season=24, report_steps=(1, 3, 6, 12), mape_min=5.0,
-        reference="hourly demand: same 12 in / 12 out (and MAPE over counts > 5) as hourly flow grids "
-                  "(PyG-Temporal's MontevideoBus uses 4 lags -> 1 step: --context 4 --horizon 1)"),
+        "bus-hourly", 168, 12, season=24, report_steps=(1, 3, 6, 12), mape_min=5.0,
+        reference="hourly demand: one week in, 12 out, MAPE over counts > 5, as hourly flow grids"),
     ("video", None, None): Protocol(
         "video", 8, 8, stride=4, season=None, report_steps=(1, 4, 8), video=True, mape_min=None,
         reference="video prediction benchmarks (e.g. KTH/BAIR-style 8-10 frames in, 8-10 out) at reduced "
                   "size: 64 px short side, native frame rate; MAE, RMSE and PSNR per frame",
         load={"size": 64}),
     # fallbacks by interval only
-    (None, None, 5.0): Protocol("5min", 12, 12, season=288, report_steps=(3, 6, 12),
-                                reference="5-min sensors: the traffic 12 in / 12 out setting"),
-    (None, None, 60.0): Protocol("hourly", 12, 12, season=24, report_steps=(1, 3, 6, 12),
-                                 reference="hourly: the UniST short-term 12 in / 12 out setting"),
-    (None, None, DAY): Protocol("daily", 14, 7, season=7, report_steps=(1, 7),
-                                reference="daily: two weeks in, one week out"),
-    (None, None, WEEK): Protocol("weekly", 4, 1, season=52, report_steps=(1,),
-                                 reference="weekly: PyG-Temporal's 4 lags -> next week"),
+    (None, None, 5.0): Protocol("5min", 576, 12, season=288, report_steps=(3, 6, 12),
+                                reference="5-min sensors: the traffic protocol (two days in, 12 out)"),
+    (None, None, 30.0): Protocol("30min", 336, 12, season=48, report_steps=(1, 3, 6, 12),
+                                 reference="30-min data: one week in, 12 out"),
+    (None, None, 60.0): Protocol("hourly", 168, 24, season=24, report_steps=(1, 6, 12, 24),
+                                 reference="hourly: one week in, one day out (GIFT-Eval's short-term hourly horizon)"),
+    (None, None, DAY): Protocol("daily", 56, 7, season=7, report_steps=(1, 7),
+                                reference="daily: eight weeks in, one week out (GIFT-Eval / M4 daily-style horizon)"),
+    (None, None, WEEK): Protocol("weekly", 104, 4, season=52, report_steps=(1, 4),
+                                 reference="weekly: two years in, four weeks out"),
+    (None, None, MONTH): Protocol("monthly", 48, 12, season=12, report_steps=(1, 6, 12), mape_min=None,
+                                  reference="monthly: four years in, one year out (M4 monthly horizon 18, shortened)"),
+    (None, None, YEAR): Protocol("yearly", 20, 5, season=None, report_steps=(1, 5), mape_min=None,
+                                 reference="yearly: 20 years in, 5 out (M4 yearly horizon 6)"),
 }
-GENERIC = Protocol("generic", 12, 12, report_steps=(1, 3, 6, 12),
-                   reference="no protocol for this layout/domain/interval: 12 in / 12 out; season from the interval")
+GENERIC = Protocol("generic", 64, 12, report_steps=(1, 3, 6, 12),
+                   reference="no protocol for this layout/domain/interval: 12 out; two seasons (at least 64 steps) in")
 
 
 def load_options(layout_or_kind: str) -> dict[str, Any]:
@@ -137,9 +153,10 @@ def protocol_for(series: STSeries, context: int | None = None, horizon: int | No
     keys = [(series.layout, series.domain, dt), (series.layout, None, dt), (None, None, dt)]
     base = next((PROTOCOLS[k] for k in keys if k in PROTOCOLS), None)
     if base is None:
-        base = replace(GENERIC, season=_season(dt))
+        season = _season(dt)
+        base = replace(GENERIC, season=season, context=default_context(season))
     overrides = {k: v for k, v in (("context", context), ("horizon", horizon), ("stride", stride)) if v is not None}
     return replace(base, **overrides) if overrides else base
 
 
-__all__ = ["GENERIC", "PROTOCOLS", "Protocol", "load_options", "load_target", "protocol_for"]
+__all__ = ["GENERIC", "MONTH", "PROTOCOLS", "YEAR", "default_context", "Protocol", "load_options", "load_target", "protocol_for"]

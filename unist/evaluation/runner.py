@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,11 +21,11 @@ from unist.data import DataError, STSeries
 from unist.model.inference import horizon_limit
 
 from .baselines import run_baselines
-from .checkpoints import Checkpoint, ContaminationError, load_checkpoint
+from .checkpoints import Checkpoint, load_checkpoint
 from .errors import EvalError
 from .finetune import FinetuneConfig, finetune
-from .forecasters import (anchor_forecast, has_gated_anchor, has_self_check, network_forecast, sample_locations,
-                          temporal_forecast, unist_forecast)
+from .forecasters import (anchor_forecast, ensemble_forecast, has_gated_anchor, has_lag_copy, has_self_check,
+                          network_forecast, sample_locations, temporal_forecast, unist_forecast)
 from .metrics import point_metrics, probabilistic_metrics, psnr
 from .protocols import Protocol, load_target, protocol_for
 from .windows import SPLITS, EvalWindows, make_windows
@@ -53,6 +52,9 @@ class EvalConfig:
     device: str = "cpu"
     seed: int = 0
     split: str = "test"
+    peers: bool = True                    # statsforecast peers (with the baselines; not on video)
+    peer_max_series: int | None = None    # None: as many series as take ~2 min at this context (peers.py)
+    peers_note: str | None = field(default=None, init=False)  # why peers=True did not run them
 
     def __post_init__(self) -> None:
         """Every setting checked before any work starts (EvalError naming the setting)."""
@@ -71,6 +73,17 @@ class EvalConfig:
                             "be >= 0")
         if self.num_samples == 1:
             raise EvalError("num_samples=1 gives no spread: use 0 (point forecast only) or >= 2 (e.g. 32)")
+        if self.peer_max_series is not None and (not isinstance(self.peer_max_series, int)
+                                                 or isinstance(self.peer_max_series, bool) or self.peer_max_series < 1):
+            raise EvalError(f"peer_max_series={self.peer_max_series!r}: give a positive whole number of series (or "
+                            "leave it out for the ~2-minute default)")
+        import sys
+
+        from .peers import peers_unavailable  # statsforecast is optional: without it the run goes on, noted
+        note = peers_unavailable() if self.peers and self.baselines else None
+        if note:
+            self.peers, self.peers_note = False, note
+            print(f"note: {note}", file=sys.stderr)
 
 
 @dataclass
@@ -118,7 +131,13 @@ def model_runs(ckpt: Checkpoint, w: EvalWindows, p: Protocol, cfg: EvalConfig) -
         runs.append(ModelRun("unist_network", "unist network as trained (no self-check)", "ablation", pred, seconds=dt,
                              info={"notes": "the network's correction of the anchor applied in full, without the "
                                             "in-context backtest that scales it, zero-shot"}))
-    if has_gated_anchor(model):
+    if has_lag_copy(model):
+        pred, dt = _timed(lambda: anchor_forecast(model, w, h, cfg.batch_size))
+        runs.append(ModelRun("unist_anchor", "unist lag copy, backtest rule only (no network)", "ablation", pred,
+                             seconds=dt,
+                             info={"notes": "last value and the lags the context selects, weighted by the scorer's "
+                                            "backtest rule alone (no decoder features, no head residual), zero-shot"}))
+    elif has_gated_anchor(model):
         pred, dt = _timed(lambda: anchor_forecast(model, w, h, cfg.batch_size))
         runs.append(ModelRun("unist_anchor", "unist anchor only (no network)", "ablation", pred, seconds=dt,
                              info={"notes": "the anchor's candidates (last value, smoothed, seasonal, level-corrected "
@@ -135,11 +154,21 @@ def model_runs(ckpt: Checkpoint, w: EvalWindows, p: Protocol, cfg: EvalConfig) -
         runs.append(ModelRun("unist_fewshot", f"unist few-shot {cfg.finetune.mode} ({cfg.finetune.fraction:.0%} train)",
                              "few-shot", fs_point, uses_target_data=True, few_shot=True, samples=fs_samples,
                              seconds=dt_train + dt, info={**record, "train_seconds": round(dt_train, 3)}))
+    if cfg.baselines and not p.video:
+        pred, dt = _timed(lambda: ensemble_forecast(model.config.patch, w, h, cfg.batch_size))
+        runs.append(ModelRun("ensemble4", "classical 4-candidate ensemble (no network)", "baseline", pred, seconds=dt,
+                             info={"notes": "last value, smoothed last value, seasonal naive on the clock's day and "
+                                            "its level-corrected variant, weighted by their in-context backtest "
+                                            "error^-4 (unist.model.anchor; the forecasting policy of the releases "
+                                            "before the lag copy), context only"}))
     if cfg.baselines:
-        for name, b in run_baselines(w, h, p.season).items():
-            info = {k: v for k, v in b.items() if k not in ("pred", "label", "uses_target_data", "seconds")}
+        for name, b in run_baselines(w, h, p.season, peers=cfg.peers and not p.video,
+                                     peer_max_series=cfg.peer_max_series, seed=cfg.seed).items():
+            info = {k: v for k, v in b.items()
+                    if k not in ("pred", "label", "uses_target_data", "seconds", "samples", "locations")}
             runs.append(ModelRun(name, b["label"], "baseline", b["pred"], uses_target_data=b["uses_target_data"],
-                                 seconds=b["seconds"], info=info))
+                                 samples=b.get("samples"), locations=b.get("locations"), seconds=b["seconds"],
+                                 info=info))
     return runs
 
 
@@ -229,12 +258,7 @@ def evaluate_dataset(ckpt: Checkpoint, source: str, cfg: EvalConfig) -> DatasetR
     """Load, audit, window, forecast and score one dataset: every window and location that can be scored
     is, and what could not be is counted (`coverage`)."""
     series = load_target(source)
-    audit = ckpt.audit(source, series.name, Path(source).stem, shape=series.values.shape)
-    if audit["contaminated"] is not False and not cfg.allow_contaminated:
-        raise ContaminationError(
-            f"dataset {source!r}: {audit['reason']} ({ckpt.source}), so a zero-shot score would be contaminated. "
-            "Evaluate on a held-out dataset, or pass --allow-contaminated to run anyway (results flagged "
-            "contaminated)")
+    audit = ckpt.require_zero_shot(source, series, cfg.allow_contaminated)
     p = protocol_for(series, cfg.context, cfg.horizon, cfg.stride)
     check_model_fits(ckpt, series, p, source)
     w = make_windows(series, p, cfg.max_windows, cfg.split)
@@ -253,6 +277,7 @@ def evaluate_dataset(ckpt: Checkpoint, source: str, cfg: EvalConfig) -> DatasetR
         "protocol": p.to_dict(),
         "split": {name: {"start": int(s.meta["split_start"]), "steps": s.num_steps} for name, s in splits.items()},
         "windows": {"count": w.num_windows, "available": w.available, "starts": w.starts.tolist(),
+                    "context_used": w.context_used, "targets_in": cfg.split,
                     "points_scored": int(mask.sum()), **coverage(w, mask)},
         "contamination": audit,
         "contaminated": contaminated,

@@ -86,7 +86,7 @@ MASKED_LOSSES = ("huber", "mse", "mae")
 # Fields added after the first release: a saved config without them takes these values, so an older
 # checkpoint keeps the behaviour it was trained with (the dataclass defaults are for new models).
 LEGACY_DEFAULTS: dict[str, Any] = {"norm_scope": "sample", "gated_anchor": False, "self_check": False,
-                                   "patch_codec": "pointset"}
+                                   "patch_codec": "pointset", "lag_candidates": 0}
 PATCH_CODECS = ("basis", "pointset")
 
 
@@ -110,6 +110,9 @@ class UniSTConfig:
     pooling and a per-slot MLP head: 10-40x the FLOPs; releases trained before the basis codec).
     self_check: at forecast time, scale the network's correction of the anchor by how it did in a
     backtest on the context's own last tokens (`selfcheck.py`; needs the gated anchor; inference only).
+    lag_candidates: K > 0 replaces the four-candidate anchor by the lag copy (`lags.py`): last value and the
+    K lags (plus their level-corrected copies) each spatial patch finds in its own context, weighted by the
+    decoder (`LagScorer`); 0 = the four-candidate anchor (`anchor.py`, releases trained before the lag copy).
     """
 
     d_model: int = 128
@@ -139,7 +142,9 @@ class UniSTConfig:
     persistence_anchor: bool = True
     gated_anchor: bool = True
     masked_loss: str = "huber"
-    self_check: bool = True
+    self_check: bool = False
+    lag_candidates: int = 4
+    max_lag: int = 2048
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,6 +182,16 @@ class UniSTConfig:
             raise ConfigError(f"norm_scope={self.norm_scope!r} unknown: use 'location' (per cell/node) or 'sample'")
         if not 0.0 <= self.norm_floor <= 1.0:
             raise ConfigError(f"norm_floor={self.norm_floor} must be in [0, 1] (a fraction of the sample's std)")
+        if not isinstance(self.lag_candidates, int) or self.lag_candidates < 0:
+            raise ConfigError(f"lag_candidates={self.lag_candidates!r} must be an int >= 0 (0 = the four-candidate anchor)")
+        if self.lag_candidates and not self.persistence_anchor:
+            raise ConfigError("lag_candidates > 0 needs persistence_anchor=True (the lag copy is an anchor); set "
+                              "lag_candidates=0 to switch every anchor off")
+        if self.lag_candidates and self.self_check:
+            raise ConfigError("self_check=True scales the four-candidate anchor's correction; the lag copy has no such "
+                              "anchor: use self_check=False with lag_candidates > 0, or lag_candidates=0")
+        if not isinstance(self.max_lag, int) or self.max_lag < 1:
+            raise ConfigError(f"max_lag={self.max_lag!r} must be a positive int (longest lag the lag copy tries)")
         if self.patch_codec not in PATCH_CODECS:
             raise ConfigError(f"patch_codec={self.patch_codec!r} unknown: use one of {PATCH_CODECS}")
         if self.masked_loss not in MASKED_LOSSES:

@@ -37,7 +37,8 @@ from .blocks import Transformer
 from .config import MoEConfig, UniSTConfig
 from .diffusion import FlowHead
 from .inference import InferenceMixin
-from .anchor import CANDIDATES, GATE_FEATURES, AnchorParts, anchor_parts, gate_init
+from .anchor import CANDIDATES, GATE_FEATURES, AnchorParts, anchor_parts, day_minute, gate_init, tokens_per_day
+from .lags import LagParts, LagScorer, lag_parts
 from .losses import (info_nce, instance_stats, location_stats, masked_huber, masked_l1, masked_mse, normalise,
                      per_token, pool_samples)
 from .masking import random_mask, sample_mask
@@ -74,9 +75,10 @@ class UniST(InferenceMixin, nn.Module):
             # per-token weights of the seasonal and level terms (absent without them: older releases load as saved)
             # per-token gates of the anchor's smoothed / seasonal / level parts: from the decoder features and from
             # the in-context backtest features (absent without them: older releases load as saved)
-            gated = cfg.persistence_anchor and cfg.gated_anchor
+            gated = cfg.persistence_anchor and cfg.gated_anchor and not cfg.lag_candidates
             self.anchor_gate = nn.Linear(cfg.decoder_dim, CANDIDATES) if gated else None
             self.anchor_gate_feats = nn.Linear(GATE_FEATURES, CANDIDATES) if gated else None
+            self.lag_scorer = LagScorer(cfg.decoder_dim) if cfg.lag_candidates else None
             self.flow = FlowHead(slots, cfg.decoder_dim, cfg.diffusion_dim, cfg.diffusion_depth, cfg.max_channels)
             self.projector = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
                                            nn.Linear(cfg.d_model, cfg.objectives.proj_dim))
@@ -104,6 +106,8 @@ class UniST(InferenceMixin, nn.Module):
             nn.init.zeros_(self.anchor_gate.weight)
             nn.init.zeros_(self.anchor_gate.bias)
             gate_init(self.anchor_gate_feats.weight, self.anchor_gate_feats.bias)
+        if self.lag_scorer is not None:  # starts from the backtest rule of the lag copy (`lags.LagScorer`)
+            self.lag_scorer.reset_parameters()
 
     # ------------------------------------------------------------------ helpers
     def prepare(self, batch: TokenBatch) -> TokenBatch:
@@ -158,19 +162,27 @@ class UniST(InferenceMixin, nn.Module):
         h, _ = self.decoder(x, batch.cu_seqlens, batch.max_seqlen, batch.layout_id)
         return h  # (L, dd)
 
-    def anchor(self, batch: TokenBatch, seen: torch.Tensor, keep: torch.Tensor) -> AnchorParts:
-        """Anchor parts (L, S, C) of the normalised `batch` (`anchor.py`; zeros for the parts switched off)."""
+    def anchor(self, batch: TokenBatch, seen: torch.Tensor, keep: torch.Tensor) -> AnchorParts | LagParts:
+        """Anchor parts of the normalised `batch`: the lag copy's candidates (`lags.py`) or the four-candidate
+        anchor (`anchor.py`; zeros for the parts switched off)."""
         cfg = self.config
         if not cfg.persistence_anchor:
             z = torch.zeros_like(batch.values)
             return AnchorParts(z, z, z, z)
+        if cfg.lag_candidates:
+            day = tokens_per_day(day_minute(batch.time_feats), batch.has_time, batch.sample_id, batch.t_index,
+                                 batch.space_index, batch.num_samples) * cfg.patch.time_patch  # (B,) 0 = no clock
+            return lag_parts(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
+                             cfg.patch.time_patch, batch.num_samples, cfg.lag_candidates, cfg.max_lag, day)
         return anchor_parts(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
                             cfg.patch.time_patch, batch.time_feats, batch.has_time, batch.cu_seqlens,
                             gated=cfg.gated_anchor)
 
-    def anchor_value(self, h: torch.Tensor, parts: AnchorParts, use_decoder: bool = True) -> torch.Tensor:
+    def anchor_value(self, h: torch.Tensor, parts: AnchorParts | LagParts, use_decoder: bool = True) -> torch.Tensor:
         """The anchor (L, S, C): the candidates weighted by a softmax over logits from the in-context backtest
         features and (unless use_decoder=False) the decoder features h (L, dd)."""
+        if isinstance(parts, LagParts):
+            return parts.combine(self.lag_scorer(parts.features, h if use_decoder else None))
         if self.anchor_gate is None:
             return parts.persist
         logits = self.anchor_gate_feats(parts.gate_inputs().float())  # (L, 4)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from unist.data import (DATASETS, DataError, Normalizer, STSeries, SyntheticConfig, SyntheticCorpus, data_dir,
-                        load_series, sliding_windows, split_series)
+from unist.data import (DATASETS, DataError, Normalizer, PriorConfig, PriorCorpus, STSeries, SyntheticConfig,
+                        SyntheticCorpus, data_dir, load_series, sliding_windows, split_series)
 from unist.data.registry import canonical_name, unknown_name_error
 from unist.data.video import VIDEO_SUFFIXES
 from unist.patching import PatcherConfig, TokenBatch, UniversalPatcher, partition_graph
@@ -38,6 +38,7 @@ from unist.patching.partition import graph_layout
 from .config import DataSection
 
 SYNTHETIC = "synthetic"
+PRIOR = "prior"  # the synthetic forecasting prior (`unist.data.synthetic.PriorCorpus`), weight data.prior_weight
 
 
 # ---------------------------------------------------------------------------------- sources
@@ -192,11 +193,16 @@ def build_sources(data: DataSection, seed: int, loader: Callable[..., STSeries] 
         sources.append(Source(SYNTHETIC, None, corpus=corpus,
                               record={"name": SYNTHETIC, "layout": "grid+graph+video", "seed": seed,
                                       "split": "generated on the fly (unist.data.SyntheticCorpus)"}))
+    if data.prior_weight > 0:
+        prior = PriorCorpus(seed=seed, config=PriorConfig(steps=(min(data.min_window * 2, data.window), data.window)))
+        sources.append(Source(PRIOR, None, corpus=prior,
+                              record={"name": PRIOR, "layout": "grid+graph", "seed": seed,
+                                      "split": "generated on the fly (unist.data.PriorCorpus)"}))
     assign_weights(sources, data)
     sources = [s for s in sources if s.weight > 0]
     if not sources:
-        raise DataError("the data mixture is empty: no dataset found to train on and synthetic_weight=0; set "
-                        "UNIST_DATA_DIR (or data.data_dir) or data.synthetic_weight > 0")
+        raise DataError("the data mixture is empty: no dataset found to train on and synthetic_weight=0 and "
+                        "prior_weight=0; set UNIST_DATA_DIR (or data.data_dir) or data.synthetic_weight > 0")
     for s in sources:
         s.record["weight"] = s.weight
     return sources
@@ -207,8 +213,10 @@ def dataset_weights(data: DataSection, trained: list[str]) -> dict[str, float]:
     one of the `trained` real datasets (a typo, a held-out or absent dataset), with a did-you-mean."""
     out = {}
     for key, w in data.dataset_weights.items():
-        if key == SYNTHETIC:
-            raise DataError("data.dataset_weights cannot weight the synthetic corpus: use data.synthetic_weight")
+        if key in (SYNTHETIC, PRIOR):
+            raise DataError(f"data.dataset_weights cannot weight the synthetic corpora: use data.{key}_weight"
+                            if key == PRIOR else "data.dataset_weights cannot weight the synthetic corpus: use "
+                            "data.synthetic_weight")
         name = canonical_name(key) or key
         if name not in trained:
             close = difflib.get_close_matches(key, trained, n=3, cutoff=0.5)
@@ -227,7 +235,7 @@ def assign_weights(sources: list[Source], data: DataSection) -> None:
     raw = []
     for s in sources:
         if s.layout is None:
-            raw.append(data.synthetic_weight)
+            raw.append(data.prior_weight if s.name == PRIOR else data.synthetic_weight)
             continue
         peers = [p for p in sources if p.layout == s.layout]
         share = sum(per_name.get(p.name, 1.0) for p in peers)
@@ -282,18 +290,41 @@ def _crop_graph(s: STSeries, k: int, rng: np.random.Generator) -> STSeries:
                    meta={**meta, "crop_nodes": keep})
 
 
-def draw_window(src: Source, data: DataSection, rng: np.random.Generator) -> STSeries:
-    """One training window of `data.window` steps (the source's shorter gap-free length, or the whole
-    series when shorter) from `src`."""
+def window_length(rng: np.random.Generator, data: DataSection, available: int) -> int:
+    """Steps of one draw: half the time the longest (`data.window`, or all `available`), else log-uniform in
+    [min_window, that] (see DataSection)."""
+    longest = max(1, min(data.window, available))
+    shortest = min(data.min_window, longest)
+    if rng.random() < 0.5 or shortest == longest:
+        return longest
+    return int(round(math.exp(rng.uniform(math.log(shortest), math.log(longest)))))
+
+
+def cell_budget(data: DataSection, steps: int, patch: PatcherConfig | None) -> int:
+    """Cells a window of `steps` steps may keep: data.max_cells, and no more than `tokens_per_batch` tokens'
+    worth of spatial patches (P cells each) at its number of time patches."""
+    if patch is None:
+        return data.max_cells
+    n_time = -(-steps // patch.time_patch)
+    return max(1, min(data.max_cells, (data.tokens_per_batch // n_time) * patch.spatial_slots))
+
+
+def draw_window(src: Source, data: DataSection, rng: np.random.Generator,
+                patch: PatcherConfig | None = None) -> STSeries:
+    """One training window from `src` (`window_length` steps, from a gap-free start of a real source), cropped to
+    `cell_budget` cells."""
     if src.corpus is not None:
         s = src.corpus.sample(int(rng.integers(0, 2**62)))
         s = Normalizer().fit(s).transform(s)  # per sample: the corpus has no fixed scale
-        start = int(rng.integers(0, max(1, s.num_steps - data.window + 1)))
+        length = window_length(rng, data, s.num_steps)
+        start = int(rng.integers(0, max(1, s.num_steps - length + 1)))
     else:
         s = src.series
-        start = int(src.starts[rng.integers(0, len(src.starts))])
-    w = s.slice_time(start, min(s.num_steps, start + (src.window or data.window)))
-    return crop_cells(w, data.max_cells, rng)
+        span = src.window or data.window
+        length = window_length(rng, data, span)
+        start = int(src.starts[rng.integers(0, len(src.starts))]) + int(rng.integers(0, span - length + 1))
+    w = s.slice_time(start, min(s.num_steps, start + length))
+    return crop_cells(w, cell_budget(data, w.num_steps, patch), rng)
 
 
 def num_tokens(s: STSeries, patch: PatcherConfig) -> int:
@@ -326,13 +357,15 @@ class Mixture:
         budget, out, used = self.data.tokens_per_batch, [], 0
         while True:
             src = self.sources[int(rng.choice(len(self.sources), p=self.probs))]
-            w = draw_window(src, self.data, rng)
+            w = draw_window(src, self.data, rng, self.patcher.config)
             w.meta["source"] = src.name
             n = num_tokens(w, self.patcher.config)
+            while n > budget and w.num_nodes > 1:  # graph partitions can hold fewer than P nodes: crop further
+                w = crop_cells(w, max(1, w.num_nodes * budget // n), rng)
+                n = num_tokens(w, self.patcher.config)
             if n > budget:
                 raise DataError(f"one window of {src.name!r} ({w.layout} {w.values.shape}) makes {n} tokens, more "
-                                f"than data.tokens_per_batch={budget}: raise the budget or lower data.max_cells / "
-                                "data.window")
+                                f"than data.tokens_per_batch={budget}: raise the budget or lower data.window")
             if used + n > budget:
                 return out
             out.append(w)

@@ -1,0 +1,132 @@
+"""The lag copy (`unist.model.lags`): FFT lag errors against brute force, period finding from values alone,
+no leak of hidden values, slot-by-slot renormalisation, and the untrained model's forecast."""
+import numpy as np
+import pytest
+import torch
+
+from unist.data import STSeries
+from unist.model.lags import LagParts, best_lags, copy_at, lag_errors, lag_parts, step_grid
+from unist.model.registry import create_model
+from unist.patching import PatcherConfig, UniversalPatcher
+
+
+def _series(T=160, N=7, period=13, noise=0.05, seed=0, missing=0.0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)
+    v = np.sin(2 * np.pi * t / period)[:, None] + noise * rng.standard_normal((T, N)) + rng.standard_normal(N)
+    v = v.astype(np.float32)[..., None]
+    mask = rng.random(v.shape) >= missing
+    return STSeries(values=np.where(mask, v, np.nan).astype(np.float32), mask=mask, layout="graph",
+                    coords=rng.random((N, 2)), name="sine")
+
+
+def _tokens(series_list, tau=4):
+    tb = UniversalPatcher(PatcherConfig(time_patch=tau)).patchify(series_list)
+    values = torch.where(tb.mask, tb.values, torch.zeros_like(tb.values))
+    return tb, values
+
+
+def test_lag_errors_match_brute_force():
+    tb, values = _tokens([_series(T=64, missing=0.2), _series(T=40, N=20, seed=1, missing=0.1)])
+    grid = step_grid(values, tb.mask, tb.sample_id, tb.space_index, tb.t_index, 4, tb.num_samples)
+    rmse, valid = lag_errors(grid, 30)
+    x, m = grid.x.double().numpy(), grid.m.numpy()
+    for g in range(x.shape[0]):
+        for lag in (1, 5, 13, 26):
+            a, b = x[g, lag:], x[g, :-lag]
+            ok = m[g, lag:] & m[g, :-lag]
+            if not ok.any():
+                continue
+            want = np.sqrt(((a - b) ** 2)[ok].mean())
+            if valid[g, lag]:
+                assert rmse[g, lag].item() == pytest.approx(want, rel=1e-4, abs=1e-5)
+    assert not valid[:, 0].any()
+
+
+def test_best_lag_is_the_period_without_timestamps():
+    tb, values = _tokens([_series(T=200, period=13)])
+    grid = step_grid(values, tb.mask, tb.sample_id, tb.space_index, tb.t_index, 4, tb.num_samples)
+    rmse, _ = lag_errors(grid, 100)
+    lag, err, ok = best_lags(rmse, 3)
+    assert ok.all()
+    assert (lag[:, 0] % 13 == 0).all(), lag  # the best local minimum is a multiple of the period
+    assert set(lag[0].tolist()) <= {13, 26, 39, 52, 65, 78, 91}
+
+
+def test_copy_at_reads_lag_steps_earlier():
+    tb, values = _tokens([_series(T=48)])
+    grid = step_grid(values, tb.mask, tb.sample_id, tb.space_index, tb.t_index, 4, tb.num_samples)
+    lags = torch.full((tb.num_tokens, 2), 5)
+    lags[:, 1] = 9
+    vals, seen = copy_at(grid, tb.t_index, lags)
+    i = int(torch.nonzero(tb.t_index == 6)[0])  # steps 24..27 of group 0
+    g = int(grid.group[i])
+    want = grid.x[g, 24 - 9:28 - 9].reshape(-1, *grid.x.shape[3:])
+    torch.testing.assert_close(vals[i, 1], want)
+    assert torch.equal(seen[i, 1], grid.m[g, 24 - 9:28 - 9].reshape(-1, *grid.m.shape[3:])) and seen[i].any()
+    first = int(torch.nonzero(tb.t_index == 0)[0])
+    assert not seen[first].any()  # nothing 5 or 9 steps before the first token
+
+
+def test_hidden_values_do_not_leak():
+    s = _series(T=96, period=12)
+    tb, values = _tokens([s])
+    keep = tb.t_index < 18  # last 6 time tokens hidden (a forecast)
+    seen = tb.mask & keep[:, None, None]
+    a = lag_parts(values, seen, keep, tb.sample_id, tb.space_index, tb.t_index, 4, 1, k=4)
+    poisoned = torch.where(keep[:, None, None], values, torch.full_like(values, 1e6))
+    b = lag_parts(poisoned, seen, keep, tb.sample_id, tb.space_index, tb.t_index, 4, 1, k=4)
+    torch.testing.assert_close(a.values, b.values)
+    torch.testing.assert_close(a.features, b.features)
+    assert torch.equal(a.available, b.available)
+
+
+def test_combine_renormalises_over_available_slots():
+    L, Q, S, C = 2, 3, 4, 1
+    values = torch.arange(L * Q * S * C, dtype=torch.float32).view(L, Q, S, C)
+    avail = torch.ones(L, Q, S, C, dtype=torch.bool)
+    avail[0, 1, :2] = False
+    avail[1] = False
+    parts = LagParts(values, avail, torch.zeros(L, Q, 8), torch.zeros(L, 2, dtype=torch.long))
+    logits = torch.zeros(L, Q)
+    out = parts.combine(logits)
+    torch.testing.assert_close(out[0, 0], (values[0, 0, 0] + values[0, 2, 0]) / 2)
+    torch.testing.assert_close(out[0, 3], values[0, :, 3].mean(0))
+    assert (out[1] == 0).all()  # nothing available: the location mean (0 in normalised units)
+
+
+def test_untrained_model_forecasts_the_period_from_values():
+    """An untrained model with the lag copy reads a 13-step cycle (no clock) from the context."""
+    model = create_model("unist_tiny")
+    s = _series(T=300, period=13, noise=0.05)
+    ctx = s.slice_time(0, 276)
+    pred = model.forecast(ctx, 24)
+    truth = s.values[276:300]
+    last = np.repeat(s.values[275:276], 24, 0)
+    mae, mae_last = np.abs(pred - truth).mean(), np.abs(last - truth).mean()
+    assert mae < 0.3 * mae_last, (mae, mae_last)
+
+
+def test_training_step_backpropagates_into_the_scorer():
+    model = create_model("unist_tiny")
+    tb = model.patcher.patchify([_series(T=96), _series(T=64, N=30, seed=3)])
+    out = model(tb)
+    out["loss"].backward()
+    grads = [p.grad for p in model.lag_scorer.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_the_clock_day_joins_the_lags_found_in_the_values():
+    rng = np.random.default_rng(1)
+    T, N = 120, 5
+    v = (rng.standard_normal((T, N)).cumsum(0) * 0.3).astype(np.float32)[..., None]  # a random walk: no period
+    ts = np.datetime64("2024-01-01T00:00") + np.arange(T) * np.timedelta64(60, "m")
+    s = STSeries(values=v, mask=np.ones_like(v, bool), layout="graph", coords=rng.random((N, 2)), timestamps=ts,
+                 interval_minutes=60.0, name="walk")
+    model = create_model("unist_tiny")
+    tb = model.patcher.patchify([s])
+    keep = tb.t_index < 24
+    parts = model.anchor(model.prepare(tb), tb.mask & keep[:, None, None], keep)
+    assert parts.lags.shape[1] == model.config.lag_candidates + 1
+    assert (parts.lags == 24).any(1).all()  # the clock's day is a candidate of every token

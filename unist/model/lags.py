@@ -1,0 +1,346 @@
+"""Lag copy: hidden tokens are predicted from the context's own past, at lags the network chooses.
+
+Seasonal naive ("like one period ago") wins on most real series, but only when the period is
+known; data without timestamps, weekly cycles in daily data or a 13-step cycle have none a clock
+can tell. Here every spatial patch finds its candidate periods in its own context, and the decoder
+decides how to combine them:
+
+  1. the patch's observed steps form a series x[s, slot, channel] (s = t_index * tau + dt);
+  2. for every lag l the in-context error of "x[s] = x[s - l]" over all seen pairs is one FFT
+     cross-correlation away (`lag_errors`: sum of squares = R(m x^2, m) + R(m, m x^2) - 2 R(m x, m x));
+  3. the K lags with the lowest error among the dips of the same error curve of the first differences
+     (a trend does not pull the dip off the period; so l, 2l, 3l of one period are candidates, not l and
+     l + 1; `best_lags`) are copied slot by slot: F_k[s] = x[s - l_k] (`copy_at`), and a
+     level-corrected copy F_k + D_k (D_k: the last seen token minus the same steps l_k earlier);
+  4. with last value P these are the 2K + 1 candidates; `LagScorer` weights them by a softmax over
+     logits from each candidate's features (its log RMSE, lag, lead/lag, coverage) and the decoder
+     features h of the token, and `LagParts.combine` mixes them slot by slot over the available ones.
+
+The scorer starts from the rule "weights proportional to RMSE^-4" (the sharpened Bates & Granger
+combination), so an untrained model forecasts a backtest-weighted multi-lag ensemble; training
+moves the weights with the decoder features and adds the head's residual on top. Only `seen`
+cells (what the encoder sees) enter any candidate, error or feature, so no hidden target leaks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .anchor import _expand, last_seen_values, latest_kept
+
+LAG_FEATURES = 8   # log rmse, log1p(lag), min(lead / lag, 4), coverage, is_persist, is_level, log1p(lead), prominence
+# local-minimum neighbourhood half-widths by lag: a period is a dip below its neighbours at its own scale
+_SCALES = ((16, 1), (64, 4), (256, 16), (1 << 30, 32))  # (lags below, half-width)
+_EPS = 1e-3
+
+
+@dataclass
+class StepGrid:
+    """A packed batch as dense step series per (sample, spatial patch) group.
+
+    x, m (G, T, P, C): normalised values and seen mask at step s = t_index * tau + dt of group g;
+    group (L,) each token's group; T = (max t_index + 1) * tau."""
+
+    x: torch.Tensor
+    m: torch.Tensor
+    group: torch.Tensor
+    tau: int
+    spans: tuple[tuple[int, int, int], ...] = ()  # per sample: (first group, last group + 1, its steps)
+
+    def part(self, g0: int, g1: int, steps: int) -> "StepGrid":
+        """Groups g0..g1-1 and their first `steps` steps (one sample, without the batch's time padding)."""
+        return StepGrid(self.x[g0:g1, :steps], self.m[g0:g1, :steps], self.group, self.tau)
+
+
+def step_grid(values: torch.Tensor, seen: torch.Tensor, sample_id: torch.Tensor, space_index: torch.Tensor,
+              t_index: torch.Tensor, tau: int, num_samples: int) -> StepGrid:
+    """Scatter the tokens (L, S, C) (time-major slots, S = tau * P) into `StepGrid` (one group per sample and
+    spatial patch, numbered compactly)."""
+    L, S, C = values.shape
+    P = S // tau
+    n_space = torch.zeros(num_samples, dtype=torch.long, device=values.device).scatter_reduce(
+        0, sample_id, space_index + 1, "amax")  # (B,) spatial patches per sample
+    n_time = torch.zeros(num_samples, dtype=torch.long, device=values.device).scatter_reduce(
+        0, sample_id, t_index + 1, "amax")  # (B,) time patches per sample
+    offset = torch.cumsum(n_space, 0) - n_space
+    group = offset[sample_id] + space_index  # (L,)
+    sizes = torch.stack([n_space, n_time]).tolist()  # the one host sync: shapes of the dense grid
+    ends = torch.cumsum(torch.tensor(sizes[0]), 0).tolist()
+    spans = tuple((a - b, a, t * tau) for a, b, t in zip(ends, sizes[0], sizes[1]) if b)
+    G, T = ends[-1], max(sizes[1])
+    x = values.new_zeros(G, T, S, C)
+    m = torch.zeros(G, T, S, C, dtype=torch.bool, device=values.device)
+    x[group, t_index] = torch.where(seen, values, torch.zeros_like(values))
+    m[group, t_index] = seen
+    return StepGrid(x.view(G, T * tau, P, C), m.view(G, T * tau, P, C), group, tau, spans)
+
+
+def _xcorr(u: torch.Tensor, v: torch.Tensor, n: int, max_lag: int) -> torch.Tensor:
+    """R(l) = sum_s u[s + l] v[s] for l = 0..max_lag over dim 1 of (G, T, ...) tensors -> (G, max_lag + 1, ...)."""
+    fu, fv = torch.fft.rfft(u, n=n, dim=1), torch.fft.rfft(v, n=n, dim=1)
+    return torch.fft.irfft(fu * fv.conj(), n=n, dim=1)[:, :max_lag + 1]
+
+
+def lag_errors(grid: StepGrid, max_lag: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """In-context RMSE of the lag-l copy for every group and l = 0..max_lag -> (rmse (G, max_lag + 1), valid).
+
+    A lag is valid when it has seen pairs over at least max(tau, l / 2) steps (a lag as long as the
+    context has one or two pairs: its error says nothing); l = 0 is never valid."""
+    x, m = grid.x.float(), grid.m.float()
+    G, T = x.shape[:2]
+    n = 1 << (2 * T - 1).bit_length()
+    a, b = x * m, x * x * m
+    sse = _xcorr(b, m, n, max_lag) + _xcorr(m, b, n, max_lag) - 2 * _xcorr(a, a, n, max_lag)  # (G, l, P, C)
+    pairs = _xcorr(m, m, n, max_lag)
+    sse, pairs = sse.clamp(min=0).sum((2, 3)), pairs.sum((2, 3)).round()  # (G, l)
+    per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1)  # (G,) cells/step
+    lags = torch.arange(max_lag + 1, device=x.device, dtype=x.dtype)
+    need = torch.maximum(torch.full_like(lags, grid.tau), lags / 2)
+    valid = (pairs / per_step[:, None] >= need) & (lags >= 1)
+    rmse = (sse / pairs.clamp(min=1)).sqrt()
+    return torch.where(valid, rmse, torch.full_like(rmse, float("inf"))).float(), valid
+
+
+def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k lags >= min_lag of lowest error among the dips of rmse (G, l) -> lags (G, k), their rmse, ok (G, k).
+
+    A dip is a lag whose error is below the mean of its errors at +-w (w grows with the lag, `_SCALES`) and the
+    deepest such lag within +-w: a period shows as a dip even on a rising error curve (a trend makes every
+    longer lag worse), and the ripples of a noisy curve around lag 90 do not crowd out the day at 288."""
+    G, n = rmse.shape
+    lags = torch.arange(n, device=rmse.device)
+    finite = torch.isfinite(rmse)
+    big = torch.where(finite, rmse, torch.full_like(rmse, 1e30))
+    chosen = torch.zeros_like(finite)
+    lo = 0
+    for below, w in _SCALES:
+        if lo >= n:
+            break
+        side = torch.nn.functional.pad(big[:, None], (w, w), mode="replicate")[:, 0]  # (G, n + 2w)
+        dip = big - 0.5 * (side[:, :n] + side[:, 2 * w:])  # < 0: below the chord of its neighbours
+        dip = torch.where(finite & (big < 1e29), dip, torch.full_like(dip, 1e30))
+        deepest = -torch.nn.functional.max_pool1d(-dip[:, None], 2 * w + 1, stride=1, padding=w)[:, 0]
+        band = (lags >= lo) & (lags < below)
+        chosen |= band & (dip < 0) & (dip <= deepest)
+        lo = below
+    ok = finite & chosen & (lags >= min_lag)
+    score = torch.where(ok, rmse, torch.full_like(rmse, float("inf")))
+    k = min(k, n)
+    err, lag = torch.topk(score, k, dim=1, largest=False)
+    return lag, err, torch.isfinite(err)
+
+
+def differences(grid: StepGrid) -> StepGrid:
+    """The first differences x[s] - x[s - 1] (seen where both steps are) as a `StepGrid` with the same spans."""
+    x = torch.cat([torch.zeros_like(grid.x[:, :1]), grid.x[:, 1:] - grid.x[:, :-1]], 1)
+    m = torch.cat([torch.zeros_like(grid.m[:, :1]), grid.m[:, 1:] & grid.m[:, :-1]], 1)
+    return StepGrid(torch.where(m, x, torch.zeros_like(x)), m, grid.group, grid.tau, grid.spans)
+
+
+def sample_lag_errors(grid: StepGrid, max_lag: int) -> torch.Tensor:
+    """`lag_errors` sample by sample (each over its own steps, not the batch's longest) -> rmse (G, max_lag + 1)."""
+    out = grid.x.new_full((grid.x.shape[0], max_lag + 1), float("inf"))
+    for g0, g1, steps in grid.spans:
+        if steps > 1:
+            rmse, _ = lag_errors(grid.part(g0, g1, steps), min(max_lag, steps - 1))
+            out[g0:g1, :rmse.shape[1]] = rmse
+    return out
+
+
+def sample_level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> torch.Tensor:
+    """`level_errors` sample by sample -> (G, K, max_lead + 1)."""
+    out = grid.x.new_full((grid.x.shape[0], lags.shape[1], max_lead + 1), float("inf"))
+    for g0, g1, steps in grid.spans:
+        if steps > 1:
+            e = level_errors(grid.part(g0, g1, steps), lags[g0:g1], max_lead)
+            out[g0:g1, :, :e.shape[2]] = e
+    return out
+
+
+def level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> torch.Tensor:
+    """In-context RMSE of each level-corrected copy at every lead: lags (G, K) -> (G, K, max_lead + 1).
+
+    The level-corrected copy x[s - l] + (x[o] - x[o - l]) (o: the last seen step, lead d = s - o) is last value on
+    the seasonal difference y[s] = x[s] - x[s - l], so its backtest is `lag_errors` of y at lag d."""
+    G, T, P, C = grid.x.shape
+    K = lags.shape[1]
+    src = torch.arange(T, device=lags.device)[None, None] - lags[:, :, None]  # (G, K, T)
+    ok = (src >= 0) & (lags[:, :, None] > 0)
+    flat = (torch.arange(G, device=lags.device)[:, None, None] * T + src.clamp(min=0)).reshape(-1)
+    past = grid.x.reshape(G * T, P, C).index_select(0, flat).view(G, K, T, P, C)
+    past_m = grid.m.reshape(G * T, P, C).index_select(0, flat).view(G, K, T, P, C) & ok[..., None, None]
+    y = StepGrid((grid.x[:, None] - past).view(G * K, T, P, C), (grid.m[:, None] & past_m).view(G * K, T, P, C),
+                 grid.group, grid.tau)
+    rmse, _ = lag_errors(y, max(1, min(max_lead, T - 1)))
+    return rmse.view(G, K, -1)
+
+
+def copy_at(grid: StepGrid, t_index: torch.Tensor, lags: torch.Tensor, shift: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Values l steps before each step of each token: lags (L, K) -> (L, K, tau * P, C) values and seen mask.
+
+    shift (L,): read the steps of the token `shift` tokens earlier instead of the token's own (then minus l)."""
+    tau = grid.tau
+    G, T, P, C = grid.x.shape
+    L, K = lags.shape
+    base = (t_index if shift is None else t_index - shift) * tau  # (L,)
+    src = base[:, None, None] + torch.arange(tau, device=lags.device)[None, None] - lags[:, :, None]  # (L, K, tau)
+    ok = (src >= 0) & (src < T)
+    flat = (grid.group[:, None, None] * T + src.clamp(0, T - 1)).reshape(-1)
+    vals = grid.x.reshape(G * T, P, C).index_select(0, flat).view(L, K, tau, P, C)
+    seen = grid.m.reshape(G * T, P, C).index_select(0, flat).view(L, K, tau, P, C) & ok[..., None, None]
+    return vals.reshape(L, K, tau * P, C), seen.reshape(L, K, tau * P, C)
+
+
+@dataclass
+class LagParts:
+    """Candidates of every token: values (L, Q, S, C) and availability (L, Q, S, C) of Q = 2K + 1 candidates
+    (P, the K lag copies, the K level-corrected copies), features (L, Q, LAG_FEATURES) for `LagScorer`."""
+
+    values: torch.Tensor
+    available: torch.Tensor
+    features: torch.Tensor
+    lags: torch.Tensor  # (L, K) the copied lags (0 = none), for diagnostics
+
+    @property
+    def persist(self) -> torch.Tensor:
+        return self.values[:, 0]
+
+    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax weights from logits (L, Q), renormalised slot by slot over the available candidates -> (L, S, C);
+        0 (the location mean) where none is available."""
+        any_ok = self.available.any(2).any(2)  # (L, Q)
+        logits = logits.float().masked_fill(~any_ok, -1e4)
+        w = torch.softmax(logits, dim=-1).to(self.values.dtype)[:, :, None, None] * self.available
+        den = w.sum(1)
+        num = (w * self.values).sum(1)
+        return torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros_like(num))
+
+
+def _with_clock_lag(lag_g: torch.Tensor, err_g: torch.Tensor, rmse: torch.Tensor, day_steps: torch.Tensor,
+                    grid: StepGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """lags / errors (G, K) plus one column: the clock's day, or its week when the day is among the K already,
+    where that lag has a finite in-context error (0 / inf elsewhere)."""
+    G, n = rmse.shape
+    counts = torch.tensor([g1 - g0 for g0, g1, _ in grid.spans], device=lag_g.device)
+    day = torch.repeat_interleave(day_steps.to(lag_g.device).long(), counts)  # (G,) every sample has >= 1 group
+    week = day * 7
+    clock = torch.where((lag_g == day[:, None]).any(1), week, day)
+    ok = (clock > 0) & (clock < n)
+    err = rmse.gather(1, clock.clamp(0, n - 1)[:, None])[:, 0]
+    ok &= torch.isfinite(err)
+    clock = torch.where(ok, clock, torch.zeros_like(clock))
+    err = torch.where(ok, err, torch.full_like(err, float("inf")))
+    return torch.cat([lag_g, clock[:, None]], 1), torch.cat([err_g, err[:, None]], 1)
+
+
+def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, sample_id: torch.Tensor,
+              space_index: torch.Tensor, t_index: torch.Tensor, tau: int, num_samples: int, k: int,
+              max_lag: int = 2048, day_steps: torch.Tensor | None = None) -> LagParts:
+    """`LagParts` of every token (see the module docstring).
+
+    values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
+    P is the last seen value of the nearest earlier visible token of the same spatial patch (`anchor.py`).
+    day_steps (B,): steps per day of each sample from its clock (0: none, e.g. no timestamps or daily data); the
+    clock's day (else its week) joins the K lags found in the values as one more candidate where the context
+    covers it and it is not among them already."""
+    L, S, C = values.shape
+    with torch.no_grad():
+        last_val, has = last_seen_values(values, seen, tau)  # (L, P, C)
+        persist_src, persist_ok = latest_kept(keep, sample_id, space_index, t_index)
+        use_p = persist_ok[:, None, None] & has[persist_src]
+        persist = _expand(torch.where(use_p, last_val[persist_src], torch.zeros_like(last_val)), tau)
+        grid = step_grid(values, seen, sample_id, space_index, t_index, tau, num_samples)
+        T = grid.x.shape[1]
+        rmse = sample_lag_errors(grid, min(max_lag, T - 1))  # (G, l)
+        # periods are picked on the first differences (a trend or a wandering level makes every longer lag worse
+        # and pulls the dip of the raw errors off the period); the copies' features keep the raw errors
+        picked = sample_lag_errors(differences(grid), min(max_lag, T - 1))
+        lag_g, _, ok_g = best_lags(picked, k, min_lag=tau)  # (G, K); shorter lags: last value covers them
+        lag_g = torch.where(ok_g, lag_g, torch.zeros_like(lag_g))
+        err_g = torch.where(ok_g, rmse.gather(1, lag_g), torch.full_like(rmse[:, :lag_g.shape[1]], float("inf")))
+        if day_steps is not None:
+            lag_g, err_g = _with_clock_lag(lag_g, err_g, rmse, day_steps, grid)
+        if lag_g.shape[1] < k:  # a context shorter than k lags
+            pad = k - lag_g.shape[1]
+            lag_g = torch.cat([lag_g, lag_g.new_zeros(lag_g.shape[0], pad)], 1)
+            err_g = torch.cat([err_g, err_g.new_full((err_g.shape[0], pad), float("inf"))], 1)
+        k = lag_g.shape[1]
+        lags, err = lag_g[grid.group], err_g[grid.group]  # (L, K)
+        copy, copy_ok = copy_at(grid, t_index, lags)  # (L, K, S, C)
+        copy_ok &= (lags > 0)[:, :, None, None]
+        # level shift: the last seen token (P's source) minus its own steps l earlier, per slot, mean over its steps
+        shift = (t_index - t_index[persist_src]).clamp(min=0)
+        now, now_ok = copy_at(grid, t_index, torch.zeros_like(lags), shift)       # (L, K, S, C) P's token itself
+        past, past_ok = copy_at(grid, t_index, lags, shift)
+        pair = now_ok & past_ok & ((lags > 0) & persist_ok[:, None])[:, :, None, None]
+        P = S // tau
+        diff = torch.where(pair, now - past, torch.zeros_like(now)).view(L, k, tau, P, C)
+        cnt = pair.view(L, k, tau, P, C).sum(2)
+        level = (diff.sum(2) / cnt.clamp(min=1)).unsqueeze(2).expand(L, k, tau, P, C).reshape(L, k, S, C)
+        level_ok = (cnt > 0).unsqueeze(2).expand(L, k, tau, P, C).reshape(L, k, S, C) & copy_ok
+        p_ok = _expand(use_p, tau).unsqueeze(1)  # (L, 1, S, C)
+        vals = torch.cat([persist.unsqueeze(1), copy, copy + level], 1)  # (L, Q, S, C)
+        avail = torch.cat([p_ok, copy_ok, level_ok], 1)
+        # features
+        lead = (t_index - t_index[persist_src]).clamp(min=0).to(values.dtype) * tau  # (L,) steps ahead of P's token
+        G, lmax = rmse.shape
+        at = lead.long().clamp(1, lmax - 1)
+        p_err = rmse[grid.group, at]  # persistence at this lead ~ the lag-lead copy's error
+        p_err = torch.where(torch.isfinite(p_err), p_err, err[:, :1].squeeze(1).clamp(max=1e3))
+        p_err = torch.where(torch.isfinite(p_err), p_err, torch.ones_like(p_err))
+        lvl_err = sample_level_errors(grid, lag_g, max(1, int(lead.max())))[grid.group]  # (L, K, l')
+        lvl_err = lvl_err.gather(2, lead.long().clamp(1, lvl_err.shape[2] - 1)[:, None, None].expand(L, k, 1))[..., 0]
+        lvl_err = torch.where(torch.isfinite(lvl_err), lvl_err, err)
+        errs = torch.cat([p_err[:, None], err, lvl_err], 1)  # (L, Q)
+        errs = torch.where(torch.isfinite(errs), errs, torch.full_like(errs, 1e3))
+        lag_all = torch.cat([lead[:, None].clamp(min=1), lags.to(values.dtype), lags.to(values.dtype)], 1)
+        cover = avail.float().mean((2, 3))
+        # prominence: the lag's error against the median error over all lags of the patch (a real period dips)
+        med = torch.nanmedian(torch.where(torch.isfinite(rmse), rmse, torch.full_like(rmse, float("nan"))), 1).values
+        med = torch.where(torch.isfinite(med), med, torch.ones_like(med))[grid.group]  # (L,)
+        prom = torch.log((errs + _EPS) / (med[:, None] + _EPS))
+        kind = torch.zeros(L, 2 * k + 1, 2, dtype=values.dtype, device=values.device)
+        kind[:, 0, 0] = 1
+        kind[:, k + 1:, 1] = 1
+        feats = torch.cat([torch.log(errs + _EPS)[..., None], torch.log1p(lag_all)[..., None],
+                           (lead[:, None] / lag_all.clamp(min=1)).clamp(max=4)[..., None], cover[..., None], kind,
+                           torch.log1p(lead)[:, None, None].expand(L, 2 * k + 1, 1), prom[..., None]], -1)
+        feats = torch.where(avail.any(2).any(2)[..., None], feats, torch.zeros_like(feats))
+    return LagParts(vals, avail, feats.to(values.dtype), lags)
+
+
+class LagScorer(nn.Module):
+    """Logits (L, Q) of the lag candidates: a linear rule on each candidate's features (initialised to
+    -4 log rmse, +1 for last value) plus, with decoder features h (L, dd), a small MLP on
+    [features, projection of h] whose output layer starts at zero."""
+
+    def __init__(self, decoder_dim: int, hidden: int = 32, proj: int = 16):
+        super().__init__()
+        self.rule = nn.Linear(LAG_FEATURES, 1)
+        self.proj = nn.Linear(decoder_dim, proj)
+        self.mlp = nn.Sequential(nn.Linear(LAG_FEATURES + proj, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.rule.weight.zero_()
+            self.rule.bias.zero_()
+            self.rule.weight[0, 0] = -4.0   # log rmse
+            self.rule.weight[0, 4] = 1.0    # last value starts favoured over any one of the 2K copies
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, feats: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        f = feats.to(self.rule.weight.dtype)
+        logits = self.rule(f).squeeze(-1)  # (L, Q)
+        if h is not None:
+            p = self.proj(h.to(f.dtype))[:, None].expand(-1, f.shape[1], -1)
+            logits = logits + self.mlp(torch.cat([f, p], -1)).squeeze(-1)
+        return logits
+
+
+__all__ = ["LAG_FEATURES", "LagParts", "LagScorer", "StepGrid", "best_lags", "copy_at", "lag_errors", "lag_parts",
+           "level_errors",
+           "step_grid"]
