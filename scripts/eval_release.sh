@@ -9,10 +9,13 @@ PY=.venv/bin/python
 REL="${1:-checkpoints/unist-tiny-2}"
 OUT=$REL/eval
 COMMON=(--checkpoint "$REL" --threads "${THREADS:-2}" --max-windows "${WINDOWS:-16}" --num-samples 8 --peer-max-series "${PEER_SERIES:-240}")
-TEST=(beijing_air_12site flu_bybw us_climdiv_precip nyc_bike1 realshort)          # blind: once per release
+TEST=(beijing_air_12site flu_bybw us_climdiv_precip nyc_bike1)          # blind: once per release
 VAL=(metr_la_week era5_t2m_uk de_pm10_rural paris_bikehire_daily flipping_a_pancake)  # tuning sets
 $PY eval/zeroshot.py "${COMMON[@]}" $(printf -- "--dataset %s " "${TEST[@]}") --out $OUT/test/results.json \
   --plot $OUT/test/forecast.png
+# realshort has 36 frames: its test split (7) is shorter than the video protocol's 8-frame horizon, so it is
+# scored 8 in / 4 out (fixed from its length before any result was seen)
+$PY eval/zeroshot.py "${COMMON[@]}" --dataset realshort --horizon 4 --out $OUT/test_video/results.json
 $PY eval/zeroshot.py "${COMMON[@]}" $(printf -- "--dataset %s " "${VAL[@]}") --out $OUT/validation/results.json \
   --plot $OUT/validation/forecast.png
 $PY eval/imputation.py --checkpoint "$REL" --threads "${THREADS:-2}" --max-windows 8 \

@@ -2,7 +2,7 @@
 
     python scripts/readme_table.py checkpoints/unist-tiny-2
 
-Reads <release>/eval/{test,validation}/results.json and <release>/eval/imputation/results.json (written by
+Reads <release>/eval/{test,test_video,validation}/results.json and <release>/eval/imputation/results.json (written by
 scripts/eval_release.sh) and replaces the text between the markers `<!-- zeroshot-table -->` and
 `<!-- /zeroshot-table -->` in README.md and in <release>/MODEL_CARD.md. Peers fitted on a subset of locations
 are compared with unist on the same locations (`vs unist`).
@@ -90,7 +90,7 @@ def build(release: Path) -> str:
     lines = [f"Zero-shot MAE of `{release.name}` (made by `bash scripts/eval_release.sh {release}`; full tables in "
              f"`{release}/eval/*/results.md`). Peers fitted on a subset of locations show unist's MAE on the same "
              "locations in brackets.", "", head, "|" + "---|" * (head.count("|") - 1)]
-    for role, sub in (("test (blind)", "test"), ("validation", "validation")):
+    for role, sub in (("test (blind)", "test"), ("test (blind)", "test_video"), ("validation", "validation")):
         p = ev / sub / "results.json"
         if p.is_file():
             lines += table(p, role)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for the README quick start: sets up .venv (once) and runs a job.
 #   bash scripts/run.sh pretrain [key=value ...]   # set up, then pretrain on the embedded default
-#   bash scripts/run.sh test [pytest args]         # set up (with dev extras), then run the tests
+#   bash scripts/run.sh test [pytest args]         # set up (with dev + eval extras), then run the tests
 # Without an NVIDIA GPU the install uses constraints-cpu.txt (torch 2.13.0 CPU build), because a
 # torch range would otherwise pull several GB of CUDA wheels.
 set -euo pipefail
@@ -24,7 +24,7 @@ if [ ! -f "$stamp" ]; then
        "downloaded (pip prints only errors)." >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${cons[@]}" torch
   echo "run.sh: torch installed; installing unist and the rest..." >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${cons[@]}" -e ".[dev]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${cons[@]}" -e ".[dev,eval]"
   touch "$stamp"
   echo "run.sh: $VENV is ready" >&2
 fi

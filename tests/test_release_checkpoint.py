@@ -225,7 +225,7 @@ def test_installed_package_ships_the_release(tmp_path):
     subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)],
                    check=True, capture_output=True)
     code = ("import unist, unist.release as r; m = unist.from_pretrained('unist-tiny'); "
-            "print(unist.__file__); print(r.resolve_release('unist-tiny'))")
+            "m2 = unist.from_pretrained('unist-tiny-2'); print(unist.__file__); print(r.resolve_release('unist-tiny'))")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     env.pop("UNIST_HOME", None)
     out = subprocess.run([py, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)

@@ -66,7 +66,7 @@ def test_default_run_writes_checkpoints_metrics_plot_and_release(default_run):
     assert state["training_data"]["heldout"] == list(RELEASE_HELDOUT)
     release = json.loads((default_run / "release" / "training_data.json").read_text())
     assert [d["name"] for d in release["datasets"]] == trained
-    assert all("train" in d["split"] for d in release["datasets"] if d["name"] != "synthetic")
+    assert all("train" in d["split"] for d in release["datasets"] if d["name"] not in ("synthetic", "prior"))
     cfg = json.loads((default_run / "release" / "config.json").read_text())
     assert cfg["model_name"] == "unist_tiny" and cfg["training"]["step"] == 4 and cfg["training"]["git"]["commit"]
     assert "unable to detect" not in (default_run.parent / "console.txt").read_text()  # DS_ACCELERATOR=cpu set

@@ -54,8 +54,10 @@ def markdown(results: dict[str, Any]) -> str:
         any_prob = any("crps" in m["metrics"] for m in res["models"].values())
         cols = ["MAE", "RMSE"] + (["MAPE %"] if p["mape_min"] is not None else []) + (["PSNR"] if p["video"] else []) \
             + [f"MAE@{s}" for s in steps] + (["CRPS", "cov80"] if any_prob else []) + ["flags", "s"]
-        lines += [f"## {d['name']} ({d['layout']}, {d['domain']}) - protocol {p['name']}: {p['context']} in / "
-                  f"{p['horizon']} out, stride {p['stride']}; {w['count']} of {w['available']} test windows, "
+        split = w.get("targets_in", "test")
+        lines += [f"## {d['name']} ({d['layout']}, {d['domain']}) - protocol {p['name']}: "
+                  f"{w.get('context_used', p['context'])} in / {p['horizon']} out, stride {p['stride']}; {w['count']} of "
+                  f"{w['available']} windows with targets in the {split} split, "
                   f"{w['points_scored']} points" + (" - CONTAMINATED" if res["contaminated"] else ""), "",
                   "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for entry in res["models"].values():
