@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Build the current release checkpoints/unist-tiny-2/ and its evaluation, end to end.
-#   STEPS=6000 bash scripts/release_unist.sh          # train (~100 min on 2 CPU cores), export, evaluate
+# Build the current release checkpoints/unist-tiny-3/ (lag copy + smoothed levels), end to end.
+# unist-tiny-2 was built by the same recipe before the smoothed candidates (model.lag_smooth) existed.
+#   STEPS=4500 bash scripts/release_unist.sh          # train (~62 min on 2 CPU cores), export
 #   STEPS=100 RUN_DIR=/tmp/r bash scripts/release_unist.sh   # a quick rehearsal
 # Held out (never read in training): the validation sets (tuning) and the blind test sets of
 # docs/evaluation.md (unist/train/config.py VALIDATION_SETS + TEST_SETS).
-# The release is the last checkpoint. Evaluation: scripts/eval_release.sh.
+# The release is the last checkpoint. Evaluation: bash scripts/eval_release.sh checkpoints/$NAME.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-STEPS="${STEPS:-6000}"
-RUN="${RUN_DIR:-runs}/unist-tiny-2-release"
-REL="${RELEASE:-checkpoints/unist-tiny-2}"
+STEPS="${STEPS:-4500}"
+NAME="${NAME:-unist-tiny-3}"
+RUN="${RUN_DIR:-runs}/$NAME-release"
+REL="${RELEASE:-checkpoints/$NAME}"
 HELDOUT=metr_la_week,era5_t2m_uk,de_pm10_rural,paris_bikehire_daily,flipping_a_pancake,beijing_air_12site,flu_bybw,us_climdiv_precip,nyc_bike1,realshort
-$PY train/pretrain.py name=unist-tiny-2-release out_dir="${RUN_DIR:-runs}" train.steps="$STEPS" \
+$PY train/pretrain.py name=$NAME-release out_dir="${RUN_DIR:-runs}" train.steps="$STEPS" \
   data.tokens_per_batch=1536 optim.warmup_steps=100 data.type_weights=grid:1,graph:1,video:0.5 \
   data.heldout=$HELDOUT model.masking.strategies=temporal,temporal,random,tube,block \
   checkpoint.every=250 checkpoint.export=false logging.progress=false logging.print_every=50

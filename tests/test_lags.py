@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from unist.data import STSeries
-from unist.model.lags import LagParts, best_lags, copy_at, lag_errors, lag_parts, step_grid
+from unist.model.lags import (SMOOTH_WINDOWS, LagParts, best_lags, copy_at, lag_errors, lag_parts, moving_mean,
+                              smooth_errors, step_grid)
 from unist.model.registry import create_model
 from unist.patching import PatcherConfig, UniversalPatcher
 
@@ -68,14 +69,59 @@ def test_copy_at_reads_lag_steps_earlier():
     assert not seen[first].any()  # nothing 5 or 9 steps before the first token
 
 
-def test_hidden_values_do_not_leak():
+def test_smooth_errors_match_brute_force_and_persistence():
+    tb, values = _tokens([_series(T=64, missing=0.2), _series(T=40, N=20, seed=1, missing=0.1)])
+    grid = step_grid(values, tb.mask, tb.sample_id, tb.space_index, tb.t_index, 4, tb.num_samples)
+    x, m = grid.x.double().numpy(), grid.m.numpy()
+    for w in (1, 4, 16):
+        y, has = moving_mean(grid, w)
+        err = smooth_errors(grid, w, 12)
+        for g in range(x.shape[0]):
+            for s in (w + 3, 30):  # the causal mean of the seen values over steps s - w + 1 .. s
+                seen = m[g, max(0, s - w + 1):s + 1]
+                if has[g, s].all():
+                    want = (x[g, max(0, s - w + 1):s + 1] * seen).sum(0) / seen.sum(0)
+                    np.testing.assert_allclose(y[g, s].numpy(), want, rtol=1e-5, atol=1e-5)
+            for d in (1, 3, 8):
+                a, b = x[g, d:], y[g, :-d].double().numpy()
+                ok = m[g, d:] & has[g, :-d].numpy()
+                if np.isfinite(err[g, d].item()):
+                    assert err[g, d].item() == pytest.approx(np.sqrt(((a - b) ** 2)[ok].mean()), rel=1e-4, abs=1e-5)
+    rmse, valid = lag_errors(grid, 12)
+    one = smooth_errors(grid, 1, 12)
+    both = valid & torch.isfinite(one)
+    torch.testing.assert_close(one[both], rmse[both], rtol=1e-4, atol=1e-5)  # w = 1 is persistence at lead d
+
+
+def test_smoothed_candidates_are_the_mean_of_the_last_steps():
+    s = _series(T=96, period=12, noise=0.5)
+    tb, values = _tokens([s])
+    keep = tb.t_index < 18
+    seen = tb.mask & keep[:, None, None]
+    plain = lag_parts(values, seen, keep, tb.sample_id, tb.space_index, tb.t_index, 4, 1, k=4)
+    parts = lag_parts(values, seen, keep, tb.sample_id, tb.space_index, tb.t_index, 4, 1, k=4, smooth=True)
+    q = plain.values.shape[1]
+    assert parts.values.shape[1] == q + len(SMOOTH_WINDOWS) and parts.features.shape[1] == q + len(SMOOTH_WINDOWS)
+    torch.testing.assert_close(parts.values[:, :q], plain.values)
+    i = int(torch.nonzero((tb.t_index == 20) & (tb.space_index == 0))[0])  # a future token of patch 0
+    ctx = (tb.t_index < 18) & (tb.space_index == tb.space_index[i])
+    steps = values[ctx].view(18, 4, -1, values.shape[-1]).reshape(72, -1, values.shape[-1])  # (steps, P, C)
+    for j, w in enumerate(SMOOTH_WINDOWS):
+        want = steps[-w * 4:].mean(0)  # fully observed: the mean of the last w * tau steps
+        torch.testing.assert_close(parts.values[i, q + j].view(4, -1, values.shape[-1])[0], want)
+    assert torch.equal(parts.available[i, q:], parts.available[i, :1].expand_as(parts.available[i, q:]))  # as P
+    assert parts.available[i, q:].any()
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+def test_hidden_values_do_not_leak(smooth):
     s = _series(T=96, period=12)
     tb, values = _tokens([s])
     keep = tb.t_index < 18  # last 6 time tokens hidden (a forecast)
     seen = tb.mask & keep[:, None, None]
-    a = lag_parts(values, seen, keep, tb.sample_id, tb.space_index, tb.t_index, 4, 1, k=4)
+    a = lag_parts(values, seen, keep, tb.sample_id, tb.space_index, tb.t_index, 4, 1, k=4, smooth=smooth)
     poisoned = torch.where(keep[:, None, None], values, torch.full_like(values, 1e6))
-    b = lag_parts(poisoned, seen, keep, tb.sample_id, tb.space_index, tb.t_index, 4, 1, k=4)
+    b = lag_parts(poisoned, seen, keep, tb.sample_id, tb.space_index, tb.t_index, 4, 1, k=4, smooth=smooth)
     torch.testing.assert_close(a.values, b.values)
     torch.testing.assert_close(a.features, b.features)
     assert torch.equal(a.available, b.available)

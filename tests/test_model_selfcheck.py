@@ -19,7 +19,8 @@ def _perturbed(model, scale=0.05, bias=0.0, seed=0):
     """The model with a head and decoder gate that have 'learned something' (and optionally a constant bias)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in list(model.head.parameters()) + list(model.anchor_gate.parameters()):
+        gate = model.anchor_gate if model.anchor_gate is not None else model.lag_scorer  # four-candidate or lag copy
+        for p in list(model.head.parameters()) + list(gate.parameters()):
             p.add_(scale * torch.randn(p.shape, generator=g))
         last = [m for m in model.head.out.modules() if isinstance(m, torch.nn.Linear)][-1]
         last.bias.add_(bias)
@@ -62,8 +63,12 @@ def test_a_sample_without_any_backtest_target_keeps_full_trust():
     assert t[0] == 1
 
 
-def test_self_checked_forecast_lies_between_anchor_and_network(single_thread):
-    model = _perturbed(tiny_model(lag_candidates=0, self_check=True))
+ANCHORS = pytest.mark.parametrize("lag_candidates", [0, 4], ids=["four_candidate", "lag_copy"])
+
+
+@ANCHORS
+def test_self_checked_forecast_lies_between_anchor_and_network(single_thread, lag_candidates):
+    model = _perturbed(tiny_model(lag_candidates=lag_candidates, self_check=True))
     windows = mixed_windows()
     anc = model.forecast_batch(windows, 4, anchor_only=True)
     net = model.forecast_batch(windows, 4, self_check=False)
@@ -77,8 +82,9 @@ def test_self_checked_forecast_lies_between_anchor_and_network(single_thread):
     assert moved > 1e-3  # the check did change something
 
 
-def test_a_network_that_fails_its_backtest_falls_back_to_the_anchor(single_thread):
-    model = _perturbed(tiny_model(lag_candidates=0, self_check=True), scale=0.0, bias=5.0)  # every correction is +5 std: wildly wrong
+@ANCHORS
+def test_a_network_that_fails_its_backtest_falls_back_to_the_anchor(single_thread, lag_candidates):
+    model = _perturbed(tiny_model(lag_candidates=lag_candidates, self_check=True), scale=0.0, bias=5.0)  # every correction is +5 std: wildly wrong
     w = grid_series(t=16, seed=3)
     anc = model.forecast_batch([w], 4, anchor_only=True)[0]
     net = model.forecast_batch([w], 4, self_check=False)[0]
@@ -136,5 +142,5 @@ def test_asking_for_a_self_check_without_the_anchor_is_an_error():
     model = create_model("unist_tiny", lag_candidates=0, self_check=True, gated_anchor=False)  # config default on, nothing to check against: off
     w = graph_series(t=8, seed=5)
     assert model.forecast_batch([w], 4)[0].shape == (4, 11, 1)
-    with pytest.raises(ValueError, match="self_check=True needs the backtest-weighted anchor"):
+    with pytest.raises(ValueError, match="self_check=True needs a backtest-weighted anchor"):
         model.forecast_batch([w], 4, self_check=True)

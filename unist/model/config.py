@@ -86,7 +86,7 @@ MASKED_LOSSES = ("huber", "mse", "mae")
 # Fields added after the first release: a saved config without them takes these values, so an older
 # checkpoint keeps the behaviour it was trained with (the dataclass defaults are for new models).
 LEGACY_DEFAULTS: dict[str, Any] = {"norm_scope": "sample", "gated_anchor": False, "self_check": False,
-                                   "patch_codec": "pointset", "lag_candidates": 0}
+                                   "patch_codec": "pointset", "lag_candidates": 0, "lag_smooth": False}
 PATCH_CODECS = ("basis", "pointset")
 
 
@@ -113,6 +113,8 @@ class UniSTConfig:
     lag_candidates: K > 0 replaces the four-candidate anchor by the lag copy (`lags.py`): last value and the
     K lags (plus their level-corrected copies) each spatial patch finds in its own context, weighted by the
     decoder (`LagScorer`); 0 = the four-candidate anchor (`anchor.py`, releases trained before the lag copy).
+    lag_smooth: the lag copy also offers the means of the last tau and 4 tau seen steps (`lags.smooth_parts`):
+    on noisy series (air quality, counts) a level forecasts better than the last reading (unist-tiny-2 had none).
     """
 
     d_model: int = 128
@@ -145,6 +147,7 @@ class UniSTConfig:
     self_check: bool = False
     lag_candidates: int = 4
     max_lag: int = 2048
+    lag_smooth: bool = True
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,9 +190,6 @@ class UniSTConfig:
         if self.lag_candidates and not self.persistence_anchor:
             raise ConfigError("lag_candidates > 0 needs persistence_anchor=True (the lag copy is an anchor); set "
                               "lag_candidates=0 to switch every anchor off")
-        if self.lag_candidates and self.self_check:
-            raise ConfigError("self_check=True scales the four-candidate anchor's correction; the lag copy has no such "
-                              "anchor: use self_check=False with lag_candidates > 0, or lag_candidates=0")
         if not isinstance(self.max_lag, int) or self.max_lag < 1:
             raise ConfigError(f"max_lag={self.max_lag!r} must be a positive int (longest lag the lag copy tries)")
         if self.patch_codec not in PATCH_CODECS:

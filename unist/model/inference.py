@@ -140,11 +140,12 @@ class InferenceMixin:
         future = -(-horizon // tau) * tau
         B = len(ctxs)
         n_ctx = torch.tensor([c.num_steps // tau for c in ctxs])  # (B,) context tokens
-        if self_check and self.anchor_gate is None:
-            raise ValueError("self_check=True needs the backtest-weighted anchor (a model built with "
-                             "persistence_anchor=True, gated_anchor=True); this one has none: use self_check=False")
+        backtested = self.anchor_gate is not None or self.lag_scorer is not None  # an anchor with a rule of its own
+        if self_check and not backtested:
+            raise ValueError("self_check=True needs a backtest-weighted anchor (the lag copy, lag_candidates > 0, or the "
+                             "four-candidate anchor, gated_anchor=True); this one has none: use self_check=False")
         check = self_check if self_check is not None else self.config.self_check
-        check = check and not anchor_only and self.anchor_gate is not None
+        check = check and not anchor_only and backtested
         n_back = backtest_tokens(n_ctx, future // tau) if check else torch.zeros_like(n_ctx)
         checked = n_back.nonzero().squeeze(1).tolist()  # samples with a backtest (`selfcheck.py`)
         windows = [extend_future(c, future) for c in ctxs] + [ctxs[b] for b in checked]

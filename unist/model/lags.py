@@ -12,7 +12,8 @@ decides how to combine them:
      (a trend does not pull the dip off the period; so l, 2l, 3l of one period are candidates, not l and
      l + 1; `best_lags`) are copied slot by slot: F_k[s] = x[s - l_k] (`copy_at`), and a
      level-corrected copy F_k + D_k (D_k: the last seen token minus the same steps l_k earlier);
-  4. with last value P these are the 2K + 1 candidates; `LagScorer` weights them by a softmax over
+  4. with last value P (and, with `smooth`, the means M_w of the last w = tau, 4 tau seen steps: on a noisy
+     series a level beats one reading, `smooth_errors`) these are the 2K + 1 (+ 2) candidates; `LagScorer` weights them by a softmax over
      logits from each candidate's features (its log RMSE, lag, lead/lag, coverage) and the decoder
      features h of the token, and `LagParts.combine` mixes them slot by slot over the available ones.
 
@@ -159,6 +160,73 @@ def sample_level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> to
     return out
 
 
+SMOOTH_WINDOWS = (1, 4)  # smoothed candidates: means over the last w * tau seen steps
+
+
+def moving_mean(grid: StepGrid, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal mean of the seen values over steps s - w + 1 .. s -> (y, has) (G, T, P, C); has: at least
+    ceil(w / 2) of those w steps seen (a mean of one stray reading is not a level)."""
+    x, m = grid.x.float(), grid.m.float()
+    zero = torch.zeros_like(x[:, :1])
+    cs = torch.cat([zero, torch.cumsum(x * m, 1)], 1)  # (G, T + 1, P, C)
+    cm = torch.cat([zero, torch.cumsum(m, 1)], 1)
+    T = x.shape[1]
+    lo = (torch.arange(1, T + 1, device=x.device) - w).clamp(min=0)
+    tot, cnt = cs[:, 1:] - cs[:, lo], cm[:, 1:] - cm[:, lo]
+    has = cnt >= (w + 1) // 2
+    return torch.where(has, tot / cnt.clamp(min=1), torch.zeros_like(tot)), has
+
+
+def smooth_errors(grid: StepGrid, w: int, max_lead: int) -> torch.Tensor:
+    """In-context RMSE of "x[s] = mean of the w seen steps up to s - d" for d = 0..max_lead -> (G, max_lead + 1)
+    (inf where fewer than tau pairs). With w = 1 it is `lag_errors` of the values (persistence at lead d)."""
+    x, m = grid.x.float(), grid.m.float()
+    y, my = moving_mean(grid, w)
+    my = my.float()
+    G, T = x.shape[:2]
+    n = 1 << (2 * T - 1).bit_length()
+    sse = _xcorr(x * x * m, my, n, max_lead) + _xcorr(m, y * y * my, n, max_lead) - 2 * _xcorr(x * m, y * my, n, max_lead)
+    pairs = _xcorr(m, my, n, max_lead)
+    sse, pairs = sse.clamp(min=0).sum((2, 3)), pairs.sum((2, 3)).round()
+    per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1)
+    valid = pairs / per_step[:, None] >= grid.tau
+    rmse = (sse / pairs.clamp(min=1)).sqrt()
+    return torch.where(valid, rmse, torch.full_like(rmse, float("inf")))
+
+
+def sample_smooth_errors(grid: StepGrid, w: int, max_lead: int) -> torch.Tensor:
+    """`smooth_errors` sample by sample -> (G, max_lead + 1)."""
+    out = grid.x.new_full((grid.x.shape[0], max_lead + 1), float("inf")).float()
+    for g0, g1, steps in grid.spans:
+        if steps > 1:
+            e = smooth_errors(grid.part(g0, g1, steps), w, min(max_lead, steps - 1))
+            out[g0:g1, :e.shape[1]] = e
+    return out
+
+
+def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_ok: torch.Tensor, lead: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The smoothed candidates of every token: the mean of the last w * tau seen steps up to the end of its
+    last-value token `src` (L,), for w in `SMOOTH_WINDOWS` -> values, available (L, W, tau * P, C), their
+    backtest errors at the token's lead (L, W) and effective lags (L, W) (lead + half the window)."""
+    tau = grid.tau
+    G, T, P, C = grid.x.shape
+    end = (t_index[src] + 1) * tau - 1  # (L,) last step of the source token
+    vals, oks, errs, lags = [], [], [], []
+    for w in SMOOTH_WINDOWS:
+        y, has = moving_mean(grid, w * tau)
+        flat = grid.group * T + end.clamp(0, T - 1)
+        v = y.reshape(G * T, P, C).index_select(0, flat)  # (L, P, C)
+        ok = has.reshape(G * T, P, C).index_select(0, flat) & src_ok[:, None, None]
+        e = sample_smooth_errors(grid, w * tau, max(1, int(lead.max())))[grid.group]  # (L, d)
+        e = e.gather(1, lead.long().clamp(1, e.shape[1] - 1)[:, None])[:, 0]
+        vals.append(_expand(torch.where(ok, v, torch.zeros_like(v)), tau))
+        oks.append(_expand(ok, tau))
+        errs.append(e)
+        lags.append(lead + (w * tau - 1) / 2)
+    return torch.stack(vals, 1), torch.stack(oks, 1), torch.stack(errs, 1), torch.stack(lags, 1)
+
+
 def level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> torch.Tensor:
     """In-context RMSE of each level-corrected copy at every lead: lags (G, K) -> (G, K, max_lead + 1).
 
@@ -196,8 +264,9 @@ def copy_at(grid: StepGrid, t_index: torch.Tensor, lags: torch.Tensor, shift: to
 
 @dataclass
 class LagParts:
-    """Candidates of every token: values (L, Q, S, C) and availability (L, Q, S, C) of Q = 2K + 1 candidates
-    (P, the K lag copies, the K level-corrected copies), features (L, Q, LAG_FEATURES) for `LagScorer`."""
+    """Candidates of every token: values (L, Q, S, C) and availability (L, Q, S, C) of Q = 2K + 1 (+ W) candidates
+    (P, the K lag copies, the K level-corrected copies, the W smoothed levels), features (L, Q, LAG_FEATURES) for
+    `LagScorer`."""
 
     values: torch.Tensor
     available: torch.Tensor
@@ -238,14 +307,15 @@ def _with_clock_lag(lag_g: torch.Tensor, err_g: torch.Tensor, rmse: torch.Tensor
 
 def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, sample_id: torch.Tensor,
               space_index: torch.Tensor, t_index: torch.Tensor, tau: int, num_samples: int, k: int,
-              max_lag: int = 2048, day_steps: torch.Tensor | None = None) -> LagParts:
+              max_lag: int = 2048, day_steps: torch.Tensor | None = None, smooth: bool = False) -> LagParts:
     """`LagParts` of every token (see the module docstring).
 
     values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
     P is the last seen value of the nearest earlier visible token of the same spatial patch (`anchor.py`).
     day_steps (B,): steps per day of each sample from its clock (0: none, e.g. no timestamps or daily data); the
     clock's day (else its week) joins the K lags found in the values as one more candidate where the context
-    covers it and it is not among them already."""
+    covers it and it is not among them already. smooth: append the smoothed candidates (`smooth_parts`) after the
+    level-corrected copies."""
     L, S, C = values.shape
     with torch.no_grad():
         last_val, has = last_seen_values(values, seen, tau)  # (L, P, C)
@@ -297,17 +367,23 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         errs = torch.cat([p_err[:, None], err, lvl_err], 1)  # (L, Q)
         errs = torch.where(torch.isfinite(errs), errs, torch.full_like(errs, 1e3))
         lag_all = torch.cat([lead[:, None].clamp(min=1), lags.to(values.dtype), lags.to(values.dtype)], 1)
+        if smooth:
+            sv, sok, serr, slag = smooth_parts(grid, t_index, persist_src, persist_ok, lead)
+            vals, avail = torch.cat([vals, sv.to(vals.dtype)], 1), torch.cat([avail, sok], 1)
+            errs = torch.cat([errs, torch.where(torch.isfinite(serr), serr, torch.full_like(serr, 1e3))], 1)
+            lag_all = torch.cat([lag_all, slag.clamp(min=1).to(lag_all.dtype)], 1)
+        Q = vals.shape[1]
         cover = avail.float().mean((2, 3))
         # prominence: the lag's error against the median error over all lags of the patch (a real period dips)
         med = torch.nanmedian(torch.where(torch.isfinite(rmse), rmse, torch.full_like(rmse, float("nan"))), 1).values
         med = torch.where(torch.isfinite(med), med, torch.ones_like(med))[grid.group]  # (L,)
         prom = torch.log((errs + _EPS) / (med[:, None] + _EPS))
-        kind = torch.zeros(L, 2 * k + 1, 2, dtype=values.dtype, device=values.device)
+        kind = torch.zeros(L, Q, 2, dtype=values.dtype, device=values.device)
         kind[:, 0, 0] = 1
-        kind[:, k + 1:, 1] = 1
+        kind[:, k + 1:2 * k + 1, 1] = 1  # the smoothed candidates are neither: their lag feature tells them apart
         feats = torch.cat([torch.log(errs + _EPS)[..., None], torch.log1p(lag_all)[..., None],
                            (lead[:, None] / lag_all.clamp(min=1)).clamp(max=4)[..., None], cover[..., None], kind,
-                           torch.log1p(lead)[:, None, None].expand(L, 2 * k + 1, 1), prom[..., None]], -1)
+                           torch.log1p(lead)[:, None, None].expand(L, Q, 1), prom[..., None]], -1)
         feats = torch.where(avail.any(2).any(2)[..., None], feats, torch.zeros_like(feats))
     return LagParts(vals, avail, feats.to(values.dtype), lags)
 
@@ -341,6 +417,5 @@ class LagScorer(nn.Module):
         return logits
 
 
-__all__ = ["LAG_FEATURES", "LagParts", "LagScorer", "StepGrid", "best_lags", "copy_at", "lag_errors", "lag_parts",
-           "level_errors",
-           "step_grid"]
+__all__ = ["LAG_FEATURES", "LagParts", "LagScorer", "SMOOTH_WINDOWS", "StepGrid", "best_lags", "copy_at",
+           "lag_errors", "lag_parts", "level_errors", "moving_mean", "smooth_errors", "smooth_parts", "step_grid"]

@@ -1,6 +1,7 @@
 """Self-check: how far to trust the network's correction of the anchor, measured inside the context.
 
-Zero-shot, the anchor (`anchor.py`) transfers by construction: its weights come from an in-context
+Zero-shot, the anchor (the lag copy's rule, `lags.py`, or the four-candidate anchor, `anchor.py`) transfers
+by construction: its weights come from an in-context
 backtest. The network's correction on top of it (the head's residual and the decoder's say in the
 weights) is learned from the training corpus and need not transfer to a new domain. So `forecast`
 backtests the network the same way the anchor backtests its candidates: each context window is

@@ -173,7 +173,8 @@ class UniST(InferenceMixin, nn.Module):
             day = tokens_per_day(day_minute(batch.time_feats), batch.has_time, batch.sample_id, batch.t_index,
                                  batch.space_index, batch.num_samples) * cfg.patch.time_patch  # (B,) 0 = no clock
             return lag_parts(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
-                             cfg.patch.time_patch, batch.num_samples, cfg.lag_candidates, cfg.max_lag, day)
+                             cfg.patch.time_patch, batch.num_samples, cfg.lag_candidates, cfg.max_lag, day,
+                             smooth=cfg.lag_smooth)
         return anchor_parts(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
                             cfg.patch.time_patch, batch.time_feats, batch.has_time, batch.cu_seqlens,
                             gated=cfg.gated_anchor)
