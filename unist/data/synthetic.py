@@ -338,7 +338,8 @@ class _Corpus:
     length: int | None
 
     def sample(self, index: int) -> STSeries:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define sample(index): _Corpus is only the sequence access "
+                        "shared by SyntheticCorpus and the prior's corpus")
 
     def __getitem__(self, index: int) -> STSeries:
         return self.sample(index)

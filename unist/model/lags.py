@@ -177,11 +177,13 @@ def moving_mean(grid: StepGrid, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(has, tot / cnt.clamp(min=1), torch.zeros_like(tot)), has
 
 
-def smooth_errors(grid: StepGrid, w: int, max_lead: int) -> torch.Tensor:
+def smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> torch.Tensor:
     """In-context RMSE of "x[s] = mean of the w seen steps up to s - d" for d = 0..max_lead -> (G, max_lead + 1)
-    (inf where fewer than tau pairs). With w = 1 it is `lag_errors` of the values (persistence at lead d)."""
+    (inf where fewer than tau pairs). With w = 1 it is `lag_errors` of the values (persistence at lead d).
+    mean: `moving_mean(grid, w)` when the caller has it already."""
     x, m = grid.x.float(), grid.m.float()
-    y, my = moving_mean(grid, w)
+    y, my = mean if mean is not None else moving_mean(grid, w)
     my = my.float()
     G, T = x.shape[:2]
     n = 1 << (2 * T - 1).bit_length()
@@ -194,12 +196,15 @@ def smooth_errors(grid: StepGrid, w: int, max_lead: int) -> torch.Tensor:
     return torch.where(valid, rmse, torch.full_like(rmse, float("inf")))
 
 
-def sample_smooth_errors(grid: StepGrid, w: int, max_lead: int) -> torch.Tensor:
-    """`smooth_errors` sample by sample -> (G, max_lead + 1)."""
+def sample_smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """`smooth_errors` sample by sample -> (G, max_lead + 1); mean: `moving_mean(grid, w)` of the whole grid (causal,
+    so its first `steps` steps of a sample's groups are that sample's own moving mean)."""
     out = grid.x.new_full((grid.x.shape[0], max_lead + 1), float("inf")).float()
+    y, has = mean
     for g0, g1, steps in grid.spans:
         if steps > 1:
-            e = smooth_errors(grid.part(g0, g1, steps), w, min(max_lead, steps - 1))
+            part = (y[g0:g1, :steps], has[g0:g1, :steps])
+            e = smooth_errors(grid.part(g0, g1, steps), w, min(max_lead, steps - 1), part)
             out[g0:g1, :e.shape[1]] = e
     return out
 
@@ -213,12 +218,13 @@ def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_o
     G, T, P, C = grid.x.shape
     end = (t_index[src] + 1) * tau - 1  # (L,) last step of the source token
     vals, oks, errs, lags = [], [], [], []
+    max_lead = max(1, int(lead.max()))  # one host sync for all windows
     for w in SMOOTH_WINDOWS:
         y, has = moving_mean(grid, w * tau)
         flat = grid.group * T + end.clamp(0, T - 1)
         v = y.reshape(G * T, P, C).index_select(0, flat)  # (L, P, C)
         ok = has.reshape(G * T, P, C).index_select(0, flat) & src_ok[:, None, None]
-        e = sample_smooth_errors(grid, w * tau, max(1, int(lead.max())))[grid.group]  # (L, d)
+        e = sample_smooth_errors(grid, w * tau, max_lead, (y, has))[grid.group]  # (L, d)
         e = e.gather(1, lead.long().clamp(1, e.shape[1] - 1)[:, None])[:, 0]
         vals.append(_expand(torch.where(ok, v, torch.zeros_like(v)), tau))
         oks.append(_expand(ok, tau))
