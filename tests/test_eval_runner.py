@@ -390,3 +390,13 @@ def test_lora_merge_reproduces_the_adapted_model(model):
     assert not torch.allclose(before, model.embed(w), atol=1e-4)
     assert len(merge_lora(adapted)) > 0 and adapted.state_dict().keys() == model.state_dict().keys()
     torch.testing.assert_close(adapted.embed(w), before, rtol=1e-4, atol=1e-5)
+
+
+def test_lag_study_scores_the_validation_split(capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lag_study", Path(__file__).resolve().parents[1] / "eval" / "lag_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--checkpoint", "random:unist_tiny", "--dataset", POX, "--windows", "2", "--threads", "1"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(POX) and all(k in line for k in ("'net'", "'checked'", "'rule'", "'last_step'"))

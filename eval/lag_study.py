@@ -1,0 +1,58 @@
+"""Validation-split study of the lag copy's forecasting policy: network as trained, self-checked, rule only, last value.
+
+    python eval/lag_study.py --checkpoint checkpoints/unist-tiny-3 --dataset metr_la_week --dataset era5_t2m_uk \
+        --dataset de_pm10_rural --dataset paris_bikehire_daily
+    python eval/lag_study.py --checkpoint checkpoints/unist-tiny-2 --smooth --dataset de_pm10_rural
+
+Windows have their targets in the validation split (steps 60-80 %, `make_windows(split="val")`), never the test
+split: this is where the policy (self_check, lag_smooth) is chosen (docs/LOG.md). --smooth switches the smoothed
+candidates on for a release trained without them. Prints one line of MAE per dataset.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from unist.evaluation.checkpoints import load_checkpoint
+from unist.evaluation.forecasters import forecast_windows
+from unist.evaluation.protocols import load_target, protocol_for
+from unist.evaluation.windows import make_windows
+
+
+def study(model, name: str, windows: int) -> dict[str, float]:
+    s = load_target(name)
+    p = protocol_for(s)
+    w = make_windows(s, p, windows, "val")
+
+    def mae(pred: np.ndarray) -> float:
+        ok = w.target_mask & np.isfinite(pred)
+        return float(np.abs(pred - w.target)[ok].mean())
+
+    last = np.stack([np.repeat(c.values[-1:], p.horizon, 0) for c in w.contexts])  # last step (NaN where missing)
+    return {"net": mae(forecast_windows(model, w.contexts, p.horizon, 8, self_check=False)),
+            "checked": mae(forecast_windows(model, w.contexts, p.horizon, 8, self_check=True)),
+            "rule": mae(forecast_windows(model, w.contexts, p.horizon, 8, anchor_only=True)),
+            "last_step": mae(last)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--dataset", action="append", required=True)
+    ap.add_argument("--windows", type=int, default=16)
+    ap.add_argument("--smooth", action="store_true", help="switch the smoothed-level candidates on (lag_smooth)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = load_checkpoint(args.checkpoint).model
+    if args.smooth:
+        model.config.lag_smooth = True
+    for name in args.dataset:
+        print(name, {k: round(v, 4) for k, v in study(model, name, args.windows).items()}, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
