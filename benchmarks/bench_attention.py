@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the first `import triton` (see kernels/varlen_attention.py)
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the first `import triton` (see kernels/env.py)
 
 from unist.kernels import BackendUnavailable, varlen_attention, varlen_attention_reference  # noqa: E402
 from unist.kernels.backends import torch_varlen, xformers_varlen  # noqa: E402
@@ -158,6 +158,7 @@ def save_stream_packs(path: Path, presets: tuple[str, ...], batches: int) -> Non
     """
     from unist.model import create_model
     from unist.model.blocks import Attention
+    from unist.objectives import Pretrainer
     from unist.train.config import load_config
     from unist.train.data_mix import Mixture, build_sources
 
@@ -166,6 +167,7 @@ def save_stream_packs(path: Path, presets: tuple[str, ...], batches: int) -> Non
         cfg = load_config(preset)
         torch.manual_seed(0)
         model = create_model(cfg.model.name).train()
+        objective = Pretrainer(model)  # the training forward: masks, both contrastive views, decoder
         mix = Mixture(build_sources(cfg.data, 0), cfg.data, model.config.patch, 0)
         seen: dict[tuple, str] = {}  # (lengths, heads, head_dim) -> role, for the current micro-batch
 
@@ -184,7 +186,7 @@ def save_stream_packs(path: Path, presets: tuple[str, ...], batches: int) -> Non
             batch, _ = mix.batch(0, j)
             seen.clear()
             with torch.no_grad():
-                model(batch)
+                objective(batch)
             for (lengths, heads, head_dim), role in seen.items():
                 packs.append(dict(preset=preset, model=cfg.model.name, batch=j, role=role, heads=heads,
                                   head_dim=head_dim, tokens=sum(lengths), lengths=list(lengths)))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from unist.data import load_series
+from unist.forecast import Forecaster
 from unist.model import create_model
 
 OUT = Path(__file__).resolve().parent / "results" / "context_cost.csv"
@@ -30,7 +31,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     s = load_series(a.dataset)
-    model = create_model("unist_tiny").eval()
+    model = Forecaster(create_model("unist_tiny").eval())
     rows = []
     for ctx in (48, 128, 256, 512, 768, 1024):
         w = s.slice_time(0, ctx)

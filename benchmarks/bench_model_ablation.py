@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from unist.data import load_series, sliding_windows, split_series
+from unist.forecast import Forecaster
 from unist.model import ObjectiveConfig, create_model
+from unist.objectives import Pretrainer
 
 VARIANTS = {
     "moe_top2": {},
@@ -40,12 +42,13 @@ def windows(split: str, length: int, stride: int):
 
 def evaluate(model, val, horizon: int = 4) -> dict[str, float]:
     res = {k: [] for k in TERMS}
+    objective, forecaster = Pretrainer(model), Forecaster(model)
     model.eval()
     with torch.no_grad():
         for i in range(4):
             batch = model.patcher.patchify([val[n][i * 3] for n in val] + [val[n][i * 3 + 1] for n in val])
             torch.manual_seed(1000 + i)
-            out = model(batch)
+            out = objective(batch)
             for k in TERMS:
                 res[k].append(out[k].item())
     summary = {k: float(np.mean(v)) for k, v in res.items()}
@@ -54,7 +57,7 @@ def evaluate(model, val, horizon: int = 4) -> dict[str, float]:
         for w in ws[:8]:
             ctx, truth = w.slice_time(0, 12), w.values[12:12 + horizon]
             torch.manual_seed(0)
-            pred = model.forecast(ctx, horizon)
+            pred = forecaster.forecast(ctx, horizon)
             err.append(np.abs(pred - truth).mean())
             base.append(np.abs(ctx.values[-1:] - truth).mean())
         summary[f"mae_{name}"] = float(np.mean(err))
@@ -65,6 +68,7 @@ def evaluate(model, val, horizon: int = 4) -> dict[str, float]:
 
 def run(name: str, steps: int, train, val, lr: float) -> dict:
     model = create_model("unist_tiny", **VARIANTS[name])
+    objective = Pretrainer(model)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
@@ -72,7 +76,7 @@ def run(name: str, steps: int, train, val, lr: float) -> dict:
     for step in range(steps):
         picks = [train[n][j] for n in train for j in rng.integers(len(train[n]), size=2)]
         batch = model.patcher.patchify(picks)
-        out = model(batch)
+        out = objective(batch)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()

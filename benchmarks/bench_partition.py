@@ -55,7 +55,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from unist.data.series import STSeries
-from unist.data.synthetic import random_geometric_graph
+from unist.data.synthetic_common import random_geometric_graph
 from unist.patching import partition
 from unist.train.data_mix import _crop_graph
 

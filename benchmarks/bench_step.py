@@ -36,6 +36,7 @@ import torch
 
 from unist.kernels import BACKENDS
 from unist.model import create_model
+from unist.objectives import Pretrainer
 from unist.patching import TokenBatch
 from unist.train.config import load_config
 from unist.train.data_mix import Mixture, build_sources
@@ -130,13 +131,14 @@ def run(args: argparse.Namespace) -> StepRow:
     batches = [b.to(device) for b in batches]
     torch.manual_seed(args.seed)
     model = create_model(args.model, attn_backend=args.backend).to(device).train()
+    objective = Pretrainer(model)  # the training losses (model(batch) is the bare network)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     flops = FlopCounter(model.config)
     losses: list[float] = []
 
     def step(batch: TokenBatch) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            loss = model(batch)["loss"]
+            loss = objective(batch)["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

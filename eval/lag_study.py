@@ -5,7 +5,7 @@
     python eval/lag_study.py --checkpoint checkpoints/unist-tiny-2 --smooth --dataset de_pm10_rural
 
 Windows have their targets in the validation split (steps 60-80 %, `make_windows(split="val")`), never the test
-split: this is where the policy (self_check, lag_smooth) is chosen (docs/LOG.md). --smooth switches the smoothed
+split: this is where the policy (ForecastPolicy.correction, lag_smooth) is chosen (docs/LOG.md). --smooth switches the smoothed
 candidates on for a release trained without them. Prints one line of MAE per dataset.
 """
 from __future__ import annotations
@@ -19,9 +19,10 @@ from unist.evaluation.checkpoints import load_checkpoint
 from unist.evaluation.forecasters import forecast_windows
 from unist.evaluation.protocols import load_target, protocol_for
 from unist.evaluation.windows import make_windows
+from unist.forecast import Forecaster
 
 
-def study(model, name: str, windows: int) -> dict[str, float]:
+def study(model: Forecaster, name: str, windows: int) -> dict[str, float]:
     s = load_target(name)
     p = protocol_for(s)
     w = make_windows(s, p, windows, "val")
@@ -31,9 +32,9 @@ def study(model, name: str, windows: int) -> dict[str, float]:
         return float(np.abs(pred - w.target)[ok].mean())
 
     last = np.stack([np.repeat(c.values[-1:], p.horizon, 0) for c in w.contexts])  # last step (NaN where missing)
-    return {"net": mae(forecast_windows(model, w.contexts, p.horizon, 8, self_check=False)),
-            "checked": mae(forecast_windows(model, w.contexts, p.horizon, 8, self_check=True)),
-            "rule": mae(forecast_windows(model, w.contexts, p.horizon, 8, anchor_only=True)),
+    return {"net": mae(forecast_windows(model.with_policy(correction="full"), w.contexts, p.horizon, 8)),
+            "checked": mae(forecast_windows(model.with_policy(correction="checked"), w.contexts, p.horizon, 8)),
+            "rule": mae(forecast_windows(model.with_policy(correction="none"), w.contexts, p.horizon, 8)),
             "last_step": mae(last)}
 
 
@@ -46,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.checkpoint).model
+    model = load_checkpoint(args.checkpoint).model  # a Forecaster; each column sets its own policy
     if args.smooth:
-        model.config.lag_smooth = True
+        model.model.config.lag_smooth = True
     for name in args.dataset:
         print(name, {k: round(v, 4) for k, v in study(model, name, args.windows).items()}, flush=True)
     return 0

@@ -25,7 +25,7 @@ import torch
 
 from unist.evaluation import EvalConfig, EvalError, run
 from unist.evaluation.cli import USER_ERRORS, positive_int, report_error
-from unist.release import export_release
+from unist.train.export import export_release
 
 
 def _tags(ckpt_dir: Path) -> list[str]:

@@ -2,8 +2,8 @@
 
 Each takes the packed layout q, k, v (T, H, D) + cu_seqlens (N + 1,) int32 and returns (T, H, D);
 gradients come from the library's own autograd. They serve as `backend=` choices of
-`unist.kernels.varlen_attention` and as peers in benchmarks/bench_attention.py. A backend that cannot
-run here raises `BackendUnavailable` saying why, never falls back silently.
+`unist.kernels.varlen_attention` (kernels/dispatch.py) and as peers in benchmarks/bench_attention.py.
+A backend that cannot run here raises `BackendUnavailable` saying why, never falls back silently.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import TensorKeyedCache
+from .env import BackendUnavailable
 from .reference import block_diagonal_mask, segment_ids
 
 # Bucketing rule of the SDPA backend (see `group_lengths`): segments sorted by length are grouped while a
@@ -27,10 +28,6 @@ from .reference import block_diagonal_mask, segment_ids
 # block-diagonal mask is used instead (no host reads of cu_seqlens while tracing; O(T^2) memory).
 PAD_RATIO = 1.25
 MIN_CALL_WORK = 2**18
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested attention backend cannot run with this install / device."""
 
 
 def _heads_first(x: torch.Tensor) -> torch.Tensor:
@@ -184,7 +181,7 @@ def sdpa_varlen(q, k, v, cu_seqlens, causal: bool = False, softmax_scale: float 
 
 def flex_varlen(q, k, v, cu_seqlens, causal: bool = False, softmax_scale: float | None = None) -> torch.Tensor:
     """torch.nn.attention.flex_attention with a document mask (eager: dense fallback; wrap in torch.compile for speed)."""
-    try:
+    try:  # lazy: optional, only in newer torch builds
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError as e:  # pragma: no cover - depends on the torch build
         raise BackendUnavailable(f"backend 'flex' needs torch.nn.attention.flex_attention (torch>=2.5): {e}") from e
@@ -206,7 +203,7 @@ def flex_varlen(q, k, v, cu_seqlens, causal: bool = False, softmax_scale: float 
 
 def xformers_varlen(q, k, v, cu_seqlens, causal: bool = False, softmax_scale: float | None = None) -> torch.Tensor:
     """xformers.ops.memory_efficient_attention with a BlockDiagonal(Causal)Mask (CUDA only)."""
-    try:
+    try:  # lazy: xformers is an optional dependency (unist[gpu])
         from xformers.ops import fmha
     except ImportError as e:
         raise BackendUnavailable(f"backend 'xformers' needs the xformers package (pip install 'unist[gpu]'): {e}") from e
@@ -225,7 +222,7 @@ def xformers_varlen(q, k, v, cu_seqlens, causal: bool = False, softmax_scale: fl
 def torch_varlen(q, k, v, cu_seqlens, causal: bool = False, softmax_scale: float | None = None,
                  max_seqlen: int | None = None) -> torch.Tensor:
     """torch.nn.attention.varlen.varlen_attn (FlashAttention kernels inside PyTorch; CUDA fp16/bf16 only)."""
-    try:
+    try:  # lazy: optional, only in newer torch builds
         from torch.nn.attention.varlen import varlen_attn
     except ImportError as e:
         raise BackendUnavailable(f"backend 'torch_varlen' needs torch.nn.attention.varlen (a newer torch): {e}") from e

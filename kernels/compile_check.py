@@ -13,7 +13,6 @@ Must run with TRITON_INTERPRET unset (triton's own helpers must be jitted for th
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import subprocess
 import sys
@@ -21,6 +20,9 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from unist.kernels import varlen_attention_kernels as vk
+from unist.kernels.env import triton_interpreting
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 POINTER_TYPES = {"CuSeqlens": "*i32", "BlockSeg": "*i32", "BlockStart": "*i32", "LSE": "*fp32", "Delta": "*fp32"}
@@ -57,24 +59,24 @@ def _resource_usage(cubin: bytes, triton_dir: Path) -> str:
 
 
 def compile_all(dtypes: list[str], head_dims: list[int], arch: int) -> int:
+    # Lazy: triton is optional (and --help must work without it); see kernels/env.py.
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    va = importlib.import_module("unist.kernels.varlen_attention")  # the package re-exports the function name
-    if va.triton_interpreting():
+    if triton_interpreting():
         raise SystemExit("compile_check: unset TRITON_INTERPRET (kernels must be jitted for the compiler)")
-    va._import_triton()
+    vk.jit_kernels()
     target = GPUTarget("cuda", arch, 32)
     failures = 0
     for dtype_name in dtypes:
         for head_dim in head_dims:
             block_d = max(16, triton.next_power_of_2(head_dim))
-            cfg = va.kernel_configs(block_d, DTYPES[dtype_name], interpret=False, aligned=head_dim % 16 == 0)
+            cfg = vk.kernel_configs(block_d, DTYPES[dtype_name], interpret=False, aligned=head_dim % 16 == 0)
             for causal in (False, True):
-                jobs = [(va._fwd_kernel, cfg.fwd), (va._bwd_dkdv_kernel, cfg.dkdv), (va._bwd_dq_kernel, cfg.dq)]
+                jobs = [(vk._fwd_kernel, cfg.fwd), (vk._bwd_dkdv_kernel, cfg.dkdv), (vk._bwd_dq_kernel, cfg.dq)]
                 if not causal:
-                    jobs.append((va._bwd_preprocess_kernel, va.TileConfig(va.PREPROCESS_BLOCK, va.PREPROCESS_BLOCK)))
+                    jobs.append((vk._bwd_preprocess_kernel, vk.TileConfig(vk.PREPROCESS_BLOCK, vk.PREPROCESS_BLOCK)))
                 for jitted, tile in jobs:
                     consts = dict(CAUSAL=causal, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_D=block_d,
                                   UPCAST=False, DOT_PRECISION="ieee")

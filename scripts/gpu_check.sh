@@ -135,7 +135,7 @@ else
   STEP_ARGS=(--precision bf16 --steps 10); ATTN_ARGS=()
 fi
 run_tests() {
-  "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_kernels.py -m gpu -k "$TEST_K" --maxfail=10 -rfEs \
+  "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/kernels/test_kernels.py -m gpu -k "$TEST_K" --maxfail=10 -rfEs \
     > "$OUT/pytest.txt" 2>&1
   local rc=$?
   tail -25 "$OUT/pytest.txt"

@@ -18,4 +18,7 @@ $PY train/pretrain.py name=$NAME-release out_dir="${RUN_DIR:-runs}" train.steps=
   data.tokens_per_batch=1536 optim.warmup_steps=100 data.type_weights=grid:1,graph:1,video:0.5 \
   data.heldout=$HELDOUT model.masking.strategies=temporal,temporal,random,tube,block \
   checkpoint.every=250 checkpoint.export=false logging.progress=false logging.print_every=50
-$PY -m unist.release export "$RUN/checkpoints" "$REL" --weights-dtype float16
+$PY -m unist.train.export export "$RUN/checkpoints" "$REL" --weights-dtype float16
+# The forecasting policy, chosen on the validation splits with eval/lag_study.py (docs/LOG.md): unist-tiny-3
+# forecasts with the self-check. POLICY=full keeps the network as trained (the export's default).
+$PY -m unist.train.export policy "$REL" correction="${POLICY:-checked}"

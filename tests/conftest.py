@@ -1,4 +1,8 @@
-"""Shared test fixtures.
+"""Shared test fixtures and the test tiers.
+
+Tiers are folders (tests/unit, tests/kernels, tests/integration), and every test is marked with its
+tier, so `pytest -m unit` and `pytest tests/unit` select the same tests (Makefile: `make test-unit`,
+`make test-kernels`, `make test-integration`, `make test`).
 
 Real-data tests must fail, not skip, in CI (`CI=true`) when the data is missing; on a developer
 machine without `../shared/data` they skip with a message saying where the data is looked for.
@@ -16,6 +20,16 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+TIERS = ("unit", "kernels", "integration")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its tier (the folder under tests/ it lives in)."""
+    for item in items:
+        tier = Path(str(item.fspath)).resolve().relative_to(REPO / "tests").parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/, not tests/{tier}")
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 def data_dir() -> Path:

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests/test_model_*.py files: small series of every layout and tiny configs."""
+"""Helpers shared by the model, objective and forecast tests: small series of every layout, tiny configs, the
+pretraining losses of a network (`Pretrainer(model)(batch)`) and a single-thread fixture."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 
 from unist.data.series import STSeries
 from unist.model import UniST, get_config
+from unist.objectives import Pretrainer
 from unist.patching import PatcherConfig
 
 LOSS_KEYS = ("loss", "masked", "contrastive", "diffusion", "moe_aux", "moe_z")
@@ -44,8 +46,9 @@ def tiny_model(**overrides) -> UniST:
 
 
 def losses(model: UniST, batch, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The pretraining loss dict of `model` on `batch` (masks drawn from `seed`)."""
     torch.manual_seed(seed)
-    return model(batch)
+    return Pretrainer(model)(batch)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ Each one stalls the launch queue, so a training step should have as few as possi
 torch and this module), so a test can bound them and a person can see where they are:
 
     with SyncCounter() as syncs:
-        loss = model(batch)["loss"]; loss.backward()
+        loss = Pretrainer(model)(batch)["loss"]; loss.backward()
     assert syncs.count(within=("unist/", "kernels/")) <= 3, syncs.report()
 
 On CPU it is a *proxy*: it counts the calls that would sync if the tensors were on a GPU (it cannot

@@ -5,10 +5,10 @@ import argparse
 import sys
 from collections.abc import Callable
 
-import numpy as np
 
 from .load import load_series
-from .registry import DATASETS, data_dir
+from .readers import data_dir
+from .registry import DATASETS
 from .series import DataError, STSeries
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .npz_format import load_npz
-from .registry import canonical_name, data_dir, load_registered, unknown_name_error
+from .readers import data_dir
+from .registry import canonical_name, load_registered, unknown_name_error
 from .series import DataError, STSeries
 from .video import VIDEO_SUFFIXES, read_video
 

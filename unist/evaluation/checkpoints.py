@@ -1,7 +1,7 @@
 """The model under evaluation and its contamination audit.
 
-`load_checkpoint(spec)`: a release folder or name (`unist.release.load_release`, e.g. "unist-tiny" ->
-<repo>/checkpoints/unist-tiny/), or `random:<model>` (e.g. `random:unist_tiny`) for a randomly
+`load_checkpoint(spec)`: a release folder or name (`unist.model.hub.load_release`, e.g. "unist-tiny-3" ->
+<repo>/checkpoints/unist-tiny-3/, with the release's forecasting policy), or `random:<model>` (e.g. `random:unist_tiny`) for a randomly
 initialised model, which is how the harness itself is tested before a checkpoint exists (flagged
 `random_init` in every output).
 
@@ -21,6 +21,11 @@ from typing import Any
 import torch
 
 from unist.data.registry import canonical_name
+from unist.forecast import Forecaster
+from unist.forecast.policy import release_policy
+from unist.model import UniST, create_model, list_models
+from unist.model.hub import load_release
+from unist.release import ReleaseError
 
 
 class ContaminationError(RuntimeError):
@@ -36,7 +41,7 @@ def dataset_key(name: str) -> str:
 class Checkpoint:
     """model (eval mode); training_datasets None = the release does not say what it was trained on."""
 
-    model: torch.nn.Module
+    model: Forecaster
     source: str
     model_name: str
     random_init: bool
@@ -78,30 +83,28 @@ class Checkpoint:
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "path": self.path, "model_name": self.model_name, "random_init": self.random_init,
                 "training_datasets": self.training_datasets, "heldout": self.heldout,
-                "num_params": sum(p.numel() for p in self.model.parameters())}
+                "num_params": sum(p.numel() for p in self.model.model.parameters())}
 
 
 def load_checkpoint(spec: str, device: str | torch.device = "cpu") -> Checkpoint:
     """`random:<model name>` or a release path/name (see module docstring)."""
-    from unist.model import create_model, list_models
-    from unist.release import ReleaseError, load_release
-
     if spec.startswith("random:"):
         name = spec.split(":", 1)[1]
         if name not in list_models():
             raise ReleaseError(f"--checkpoint {spec!r}: no model architecture named {name!r}; random:<name> takes "
                                f"one of {list_models()} (e.g. random:unist_tiny)")
-        model = create_model(name).to(device).eval()
+        model = Forecaster(create_model(name).to(device).eval())
         return Checkpoint(model, spec, name, random_init=True, training_datasets=[])
     try:
-        rel = load_release(spec, device=device)
+        rel = load_release(UniST, spec, device=device)
     except ReleaseError as e:
         hint = (f" ({spec!r} is a model architecture: pass --checkpoint random:{spec} to evaluate it with random "
                 "weights)") if spec.replace("-", "_") in list_models() else ""
         raise ReleaseError(f"{e}{hint}") from None
     data = rel.training_data or {}
     records = [r for r in data.get("datasets", []) if r.get("name") and r["name"] != "synthetic"]
-    return Checkpoint(rel.model.eval(), spec, rel.config.get("model_name", "?"), random_init=False,
+    model = Forecaster(rel.model.eval(), release_policy(rel.config, f"{rel.path}/config.json"))
+    return Checkpoint(model, spec, rel.config.get("model_name", "?"), random_init=False,
                       training_datasets=[r["name"] for r in records] if "datasets" in data else None,
                       heldout=list(data.get("heldout", [])), path=str(Path(rel.path)),
                       training_shapes={r["name"]: r["shape"] for r in records if "shape" in r})

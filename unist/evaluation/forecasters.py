@@ -1,6 +1,6 @@
 """UniST as a forecaster over a set of test windows: batched, plus a temporal-only variant.
 
-`unist_forecast` sends the context windows through `UniST.forecast_batch` in chunks of at most
+`unist_forecast` sends the context windows through `Forecaster.forecast_batch` in chunks of at most
 `batch_size` windows and `MAX_CELLS` values (one packed pass each). On CPU this amortises the
 per-call overhead: 1.2-1.5x with one thread, far more with two threads on a busy machine (OpenMP
 synchronisation per op dominates small calls); the cell budget keeps big grids (ERA5: 78k values
@@ -8,10 +8,11 @@ per window) out of the memory-bound regime, where 32 windows per pass were 2x sl
 than 8. The model normalises every context window by itself (instance normalisation with the
 context's own observed mean/std), so nothing from the target's training split is read.
 
-`anchor_forecast` is the ablation "what does the network add?": the model's anchor alone, its four
-classical candidates weighted by their in-context backtest (no Transformer output).
+`rule_forecast` is the ablation "what does the network add?": the lag copy's candidates weighted by
+their in-context backtest alone (policy correction="none": no head residual, no decoder weighting).
 `network_forecast` is the ablation "what does the self-check do?": the network's correction of the
-anchor trusted as trained, everywhere (`UniSTConfig.self_check` off).
+rule trusted as trained, everywhere (policy correction="full"). `ensemble_forecast` is the baseline
+"the hand-built four-candidate ensemble" (`ensemble.py`).
 
 `temporal_forecast` is the ablation "does space help?": every location is forecast on its own, as a
 one-node graph (graph data) or a 1x1 grid (grid data), so the model sees only that location's past.
@@ -24,11 +25,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import torch
 
 from unist.data import STSeries
-from unist.model.registry import create_model
+from unist.forecast import Forecaster
 
+from .ensemble import ClassicalEnsemble
 from .errors import EvalError
 from .windows import EvalWindows
 
@@ -50,20 +51,17 @@ def _chunks(windows: list[STSeries], horizon: int, size: int, max_cells: int = M
         yield group
 
 
-def forecast_windows(model, windows: list[STSeries], horizon: int, batch_size: int,
-                     num_samples: int = 0, anchor_only: bool = False, self_check: bool | None = None) -> np.ndarray:
-    """Stacked forecasts of `windows`: [B, H, *sp, C], or [m, B, H, *sp, C] with num_samples = m > 0.
-    self_check None: the model's own setting (`UniSTConfig.self_check`). A window without any observed
-    value has nothing to forecast from: it is not sent to the model and its forecast is NaN, so one
-    outage does not stop the evaluation (the runner counts such windows as skipped)."""
+def forecast_windows(model: Forecaster | ClassicalEnsemble, windows: list[STSeries], horizon: int, batch_size: int,
+                     num_samples: int = 0) -> np.ndarray:
+    """Stacked forecasts of `windows`: [B, H, *sp, C], or [m, B, H, *sp, C] with num_samples = m > 0, under the
+    forecaster's own policy. A window without any observed value has nothing to forecast from: it is not sent
+    to the model and its forecast is NaN, so one outage does not stop the evaluation (the runner counts such
+    windows as skipped)."""
     if batch_size < 1:
         raise EvalError(f"batch_size must be >= 1, got {batch_size}")
-    kw = {"anchor_only": True} if anchor_only else {}
-    if self_check is not None:
-        kw["self_check"] = self_check
     usable = [i for i, w in enumerate(windows) if w.mask.any()]
     preds = [f for chunk in _chunks([windows[i] for i in usable], horizon, batch_size)
-             for f in model.forecast_batch(chunk, horizon, num_samples, **kw)]
+             for f in model.forecast_batch(chunk, horizon, num_samples)]
     lead = (num_samples, horizon) if num_samples else (horizon,)
     out = [np.full(lead + w.values.shape[1:], np.nan, np.float32) for w in windows]
     for i, f in zip(usable, preds):
@@ -72,7 +70,7 @@ def forecast_windows(model, windows: list[STSeries], horizon: int, batch_size: i
     return np.moveaxis(stacked, 1, 0) if num_samples else stacked
 
 
-def unist_forecast(model, windows: EvalWindows, horizon: int, batch_size: int = 32,
+def unist_forecast(model: Forecaster, windows: EvalWindows, horizon: int, batch_size: int = 32,
                    num_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """(point [B, H, *sp, C], samples [m, B, H, *sp, C] or None) on every test window."""
     point = forecast_windows(model, windows.contexts, horizon, batch_size)
@@ -80,42 +78,29 @@ def unist_forecast(model, windows: EvalWindows, horizon: int, batch_size: int = 
     return point, samples
 
 
-def anchor_forecast(model, windows: EvalWindows, horizon: int, batch_size: int = 32) -> np.ndarray:
-    """[B, H, *sp, C] from the model's anchor alone (candidates weighted by the in-context backtest)."""
-    return forecast_windows(model, windows.contexts, horizon, batch_size, anchor_only=True)
+def rule_forecast(model: Forecaster, windows: EvalWindows, horizon: int, batch_size: int = 32) -> np.ndarray:
+    """[B, H, *sp, C] from the lag copy's backtest rule alone (policy correction="none")."""
+    return forecast_windows(model.with_policy(correction="none"), windows.contexts, horizon, batch_size)
 
 
-def network_forecast(model, windows: EvalWindows, horizon: int, batch_size: int = 32) -> np.ndarray:
-    """[B, H, *sp, C] with the network's correction trusted as trained (self-check off)."""
-    return forecast_windows(model, windows.contexts, horizon, batch_size, self_check=False)
+def network_forecast(model: Forecaster, windows: EvalWindows, horizon: int, batch_size: int = 32) -> np.ndarray:
+    """[B, H, *sp, C] with the network's correction trusted as trained (policy correction="full")."""
+    return forecast_windows(model.with_policy(correction="full"), windows.contexts, horizon, batch_size)
 
 
-def has_self_check(model) -> bool:
-    """Whether `model` scales its network's correction by an in-context backtest (`selfcheck.py`)."""
-    return has_gated_anchor(model) and bool(getattr(model.config, "self_check", False))
+def has_self_check(model: Forecaster) -> bool:
+    """Whether `model` scales its network's correction by an in-context backtest (policy "checked")."""
+    return model.policy.correction == "checked"
 
 
-def has_gated_anchor(model) -> bool:
-    """Whether `model` has a backtest-weighted anchor to ablate: the lag copy (`lags.py`) or the four-candidate
-    anchor (`anchor.py`; releases from before either have neither)."""
-    return getattr(model, "anchor_gate", None) is not None or getattr(model, "lag_scorer", None) is not None
-
-
-def has_lag_copy(model) -> bool:
+def has_lag_copy(model: Forecaster) -> bool:
     """Whether `model` forecasts with the lag copy (`UniSTConfig.lag_candidates` > 0)."""
-    return getattr(model, "lag_scorer", None) is not None
-
-
-def classical_ensemble(patch) -> "torch.nn.Module":
-    """The four-candidate classical ensemble (last value, smoothed last value, seasonal naive on the clock, level-
-    corrected seasonal naive, weighted by their in-context backtest error^-4; `unist.model.anchor`) as a forecaster:
-    an untrained model with that anchor, used with anchor_only=True, so no learned weight enters."""
-    return create_model("unist_tiny", lag_candidates=0, gated_anchor=True, self_check=False, patch=patch).eval()
+    return model.model.lag_scorer is not None
 
 
 def ensemble_forecast(patch, windows: EvalWindows, horizon: int, batch_size: int = 32) -> np.ndarray:
-    """[B, H, *sp, C] of `classical_ensemble(patch)` (the baseline "the hand-built ensemble without the network")."""
-    return forecast_windows(classical_ensemble(patch), windows.contexts, horizon, batch_size, anchor_only=True)
+    """[B, H, *sp, C] of the four-candidate classical ensemble with the model's patching (`ensemble.py`)."""
+    return forecast_windows(ClassicalEnsemble(patch), windows.contexts, horizon, batch_size)
 
 
 def location_series(window: STSeries, index: int) -> STSeries:
@@ -156,6 +141,5 @@ def temporal_forecast(model, windows: EvalWindows, horizon: int, locations: np.n
     return out.reshape(shape)
 
 
-__all__ = ["anchor_forecast", "classical_ensemble", "ensemble_forecast", "forecast_windows", "has_gated_anchor",
-           "has_lag_copy", "has_self_check", "location_series",
-           "network_forecast", "sample_locations", "temporal_forecast", "unist_forecast"]
+__all__ = ["ensemble_forecast", "forecast_windows", "has_lag_copy", "has_self_check", "location_series",
+           "network_forecast", "rule_forecast", "sample_locations", "temporal_forecast", "unist_forecast"]

@@ -10,6 +10,7 @@ scored there, next to the zero-shot model on the same locations.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,15 +19,16 @@ import numpy as np
 import torch
 
 from unist.data import DataError, STSeries
-from unist.model.inference import horizon_limit
+from unist.forecast import horizon_limit
 
 from .baselines import run_baselines
 from .checkpoints import Checkpoint, load_checkpoint
 from .errors import EvalError
 from .finetune import FinetuneConfig, finetune
-from .forecasters import (anchor_forecast, ensemble_forecast, has_gated_anchor, has_lag_copy, has_self_check,
-                          network_forecast, sample_locations, temporal_forecast, unist_forecast)
+from .forecasters import (ensemble_forecast, has_lag_copy, has_self_check, network_forecast, rule_forecast,
+                          sample_locations, temporal_forecast, unist_forecast)
 from .metrics import point_metrics, probabilistic_metrics, psnr
+from .peers import peers_unavailable  # statsforecast is optional: without it the run goes on, noted
 from .protocols import Protocol, load_target, protocol_for
 from .windows import SPLITS, EvalWindows, make_windows
 
@@ -77,9 +79,6 @@ class EvalConfig:
                                                  or isinstance(self.peer_max_series, bool) or self.peer_max_series < 1):
             raise EvalError(f"peer_max_series={self.peer_max_series!r}: give a positive whole number of series (or "
                             "leave it out for the ~2-minute default)")
-        import sys
-
-        from .peers import peers_unavailable  # statsforecast is optional: without it the run goes on, noted
         note = peers_unavailable() if self.peers and self.baselines else None
         if note:
             self.peers, self.peers_note = False, note
@@ -132,16 +131,11 @@ def model_runs(ckpt: Checkpoint, w: EvalWindows, p: Protocol, cfg: EvalConfig) -
                              info={"notes": "the network's correction of the anchor applied in full, without the "
                                             "in-context backtest that scales it, zero-shot"}))
     if has_lag_copy(model):
-        pred, dt = _timed(lambda: anchor_forecast(model, w, h, cfg.batch_size))
+        pred, dt = _timed(lambda: rule_forecast(model, w, h, cfg.batch_size))
         runs.append(ModelRun("unist_anchor", "unist lag copy, backtest rule only (no network)", "ablation", pred,
                              seconds=dt,
                              info={"notes": "last value and the lags the context selects, weighted by the scorer's "
                                             "backtest rule alone (no decoder features, no head residual), zero-shot"}))
-    elif has_gated_anchor(model):
-        pred, dt = _timed(lambda: anchor_forecast(model, w, h, cfg.batch_size))
-        runs.append(ModelRun("unist_anchor", "unist anchor only (no network)", "ablation", pred, seconds=dt,
-                             info={"notes": "the anchor's candidates (last value, smoothed, seasonal, level-corrected "
-                                            "seasonal) weighted by the in-context backtest alone, zero-shot"}))
     if cfg.temporal_locations and not p.video:
         locs = sample_locations(w.series.num_nodes, cfg.temporal_locations, cfg.seed)
         pred, dt = _timed(lambda: temporal_forecast(model, w, h, locs))
@@ -159,8 +153,8 @@ def model_runs(ckpt: Checkpoint, w: EvalWindows, p: Protocol, cfg: EvalConfig) -
         runs.append(ModelRun("ensemble4", "classical 4-candidate ensemble (no network)", "baseline", pred, seconds=dt,
                              info={"notes": "last value, smoothed last value, seasonal naive on the clock's day and "
                                             "its level-corrected variant, weighted by their in-context backtest "
-                                            "error^-4 (unist.model.anchor; the forecasting policy of the releases "
-                                            "before the lag copy), context only"}))
+                                            "error^-4 (unist.evaluation.ensemble; the anchor of the first release), "
+                                            "context only"}))
     if cfg.baselines:
         for name, b in run_baselines(w, h, p.season, peers=cfg.peers and not p.video,
                                      peer_max_series=cfg.peer_max_series, seed=cfg.seed).items():
@@ -222,7 +216,7 @@ def _model_entry(r: ModelRun, w: EvalWindows, p: Protocol, mask: np.ndarray, zer
 
 def check_model_fits(ckpt: Checkpoint, series: STSeries, p: Protocol, source: str) -> None:
     """Refuse, before any forecast, what the model cannot do: more channels than it embeds, or a horizon
-    beyond `unist.model.inference.horizon_limit` of the protocol's context."""
+    beyond `unist.forecast.horizon_limit` of the protocol's context."""
     config = ckpt.model.config
     if config.max_channels is not None and series.num_channels > config.max_channels:
         raise EvalError(f"dataset {source!r} has {series.num_channels} channels, the model takes at most "

@@ -4,12 +4,16 @@ The tokens of every sample sit back to back in one (L, d) sequence; attention ca
 `unist.kernels.varlen_attention` with `cu_seqlens`, so each token attends to all tokens of its own
 sample (full, non-causal attention) and never across samples, with no padding. The feed-forward is
 an `MoEFeedForward` (routed experts, or a dense MLP when `MoEConfig.dense`), and every block returns
-its router statistics so the model can add the load-balancing and z losses.
+its router statistics so the model can add the load-balancing and z losses. With
+`activation_checkpointing` on, each block recomputes its forward in backward (torch.utils.checkpoint,
+non-reentrant, RNG state preserved; the MoE statistics are return values, not side effects, so
+recomputation does not double-count them).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from unist.kernels import varlen_attention
 
@@ -60,11 +64,16 @@ class Transformer(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, moe, backend, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
+        self.activation_checkpointing = False  # set by the training engine (`unist.train.engine`)
 
     def forward(self, x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
                 layout_id: torch.Tensor | None = None) -> tuple[torch.Tensor, list[MoEStats]]:
         stats = []
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for blk in self.blocks:
-            x, s = blk(x, cu_seqlens, max_seqlen, layout_id)  # (L, d)
+            if recompute:
+                x, s = checkpoint(blk, x, cu_seqlens, max_seqlen, layout_id, use_reentrant=False)
+            else:
+                x, s = blk(x, cu_seqlens, max_seqlen, layout_id)  # (L, d)
             stats.append(s)
         return self.norm(x), stats

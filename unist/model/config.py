@@ -8,19 +8,16 @@ Named sizes live in `unist.model.registry`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from unist.errors import ConfigError
 from unist.kernels import BACKENDS
 from unist.patching.patcher import PatcherConfig
 
 MASK_STRATEGIES: tuple[str, ...] = ("random", "tube", "block", "temporal")
 """random: any tokens; tube: spatial patches over all time; block: a square spatial region over all
 time; temporal: the last (future) time patches, i.e. forecasting."""
-
-
-class ConfigError(ValueError):
-    """A bad model configuration: the message names the field and the fix."""
 
 
 @dataclass
@@ -83,10 +80,17 @@ class ObjectiveConfig:
 
 MASKED_LOSSES = ("huber", "mse", "mae")
 
-# Fields added after the first release: a saved config without them takes these values, so an older
-# checkpoint keeps the behaviour it was trained with (the dataclass defaults are for new models).
-LEGACY_DEFAULTS: dict[str, Any] = {"norm_scope": "sample", "gated_anchor": False, "self_check": False,
-                                   "patch_codec": "pointset", "lag_candidates": 0, "lag_smooth": False}
+
+def _check_keys(d: dict[str, Any], cls: type, prefix: str) -> None:
+    """`d` holds exactly the fields of dataclass `cls` (ConfigError naming the unknown or missing ones)."""
+    known = {f.name for f in fields(cls)}
+    unknown, missing = sorted(set(d) - known), sorted(known - set(d))
+    if unknown or missing:
+        what = "; ".join(x for x in (f"unknown fields {[prefix + k for k in unknown]}" if unknown else "",
+                                     f"missing fields {[prefix + k for k in missing]}" if missing else "") if x)
+        raise ConfigError(f"UniSTConfig.from_dict: {what}: this config was written by another version of unist; "
+                          "re-export it with this one (docs/training.md, 'Releases')")
+
 PATCH_CODECS = ("basis", "pointset")
 
 
@@ -99,20 +103,15 @@ class UniSTConfig:
     encoder sees, per 'location' (each grid cell / graph node / pixel and channel, RevIN per variate;
     std floored at norm_floor x the sample's std) or per 'sample' (and channel); normalised values are
     clipped to +-norm_clip (a flat context, e.g. zero night-time flow, would otherwise turn the next
-    reading into a 1000-sigma target). persistence_anchor: hidden tokens are predicted as a residual
-    on the last seen value of their spatial patch; gated_anchor: plus gated corrections towards the
-    smoothed last token, the same patch one day earlier and a level shift (`anchor.py`);
-    persistence_anchor=False switches the whole anchor off.
+    reading into a 1000-sigma target).
     masked_loss: 'huber' (delta 1, robust to outliers as in Time-MoE), 'mse', or 'mae' (masked MAE as in
     DCRNN / Graph WaveNet: the median, what MAE-scored forecasts of skewed counts want).
-    patch_codec: how tokens are embedded and reconstructed (`unist.patching.embed`): 'basis' (slot-basis
+    patch_codec: how tokens are embedded and reconstructed (`unist.model.embed`): 'basis' (slot-basis
     moments in, a rank-S slot expansion out; the default) or 'pointset' (a per-point MLP with attention
-    pooling and a per-slot MLP head: 10-40x the FLOPs; releases trained before the basis codec).
-    self_check: at forecast time, scale the network's correction of the anchor by how it did in a
-    backtest on the context's own last tokens (`selfcheck.py`; needs the gated anchor; inference only).
-    lag_candidates: K > 0 replaces the four-candidate anchor by the lag copy (`lags.py`): last value and the
-    K lags (plus their level-corrected copies) each spatial patch finds in its own context, weighted by the
-    decoder (`LagScorer`); 0 = the four-candidate anchor (`anchor.py`, releases trained before the lag copy).
+    pooling and a per-slot MLP head: 10-40x the FLOPs; kept as the throughput benchmark's baseline).
+    lag_candidates: K > 0: hidden tokens are predicted as the head's residual on the lag copy (`lags.py`): last
+    value and the K lags (plus their level-corrected copies) each spatial patch finds in its own context,
+    weighted by the decoder (`heads.LagScorer`); 0 = the head alone (an ablation).
     lag_smooth: the lag copy also offers the means of the last tau and 4 tau seen steps (`lags.smooth_parts`):
     on noisy series (air quality, counts) a level forecasts better than the last reading (unist-tiny-2 had none).
     """
@@ -141,10 +140,7 @@ class UniSTConfig:
     norm_scope: str = "location"
     norm_floor: float = 0.1
     norm_clip: float = 10.0
-    persistence_anchor: bool = True
-    gated_anchor: bool = True
     masked_loss: str = "huber"
-    self_check: bool = False
     lag_candidates: int = 4
     max_lag: int = 2048
     lag_smooth: bool = True
@@ -155,12 +151,14 @@ class UniSTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UniSTConfig":
+        """The config a saved `to_dict()` describes. Every field must be there and known (a missing one would
+        silently take today's default, which can differ from what the model was trained with)."""
         d = dict(d)
-        for key, legacy in LEGACY_DEFAULTS.items():  # a config saved before `key` existed ran the legacy way
-            d.setdefault(key, legacy)
         subs = {"moe": MoEConfig, "patch": PatcherConfig, "masking": MaskingConfig, "objectives": ObjectiveConfig}
+        _check_keys(d, cls, "")
         for key, sub in subs.items():
             if isinstance(d.get(key), dict):
+                _check_keys(d[key], sub, f"{key}.")
                 d[key] = sub(**d[key])
         if isinstance(d.get("masking"), MaskingConfig):
             d["masking"].strategies = tuple(d["masking"].strategies)
@@ -186,10 +184,7 @@ class UniSTConfig:
         if not 0.0 <= self.norm_floor <= 1.0:
             raise ConfigError(f"norm_floor={self.norm_floor} must be in [0, 1] (a fraction of the sample's std)")
         if not isinstance(self.lag_candidates, int) or self.lag_candidates < 0:
-            raise ConfigError(f"lag_candidates={self.lag_candidates!r} must be an int >= 0 (0 = the four-candidate anchor)")
-        if self.lag_candidates and not self.persistence_anchor:
-            raise ConfigError("lag_candidates > 0 needs persistence_anchor=True (the lag copy is an anchor); set "
-                              "lag_candidates=0 to switch every anchor off")
+            raise ConfigError(f"lag_candidates={self.lag_candidates!r} must be an int >= 0 (0 = no lag copy)")
         if not isinstance(self.max_lag, int) or self.max_lag < 1:
             raise ConfigError(f"max_lag={self.max_lag!r} must be a positive int (longest lag the lag copy tries)")
         if self.patch_codec not in PATCH_CODECS:

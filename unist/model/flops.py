@@ -20,6 +20,7 @@ import torch
 
 from .config import UniSTConfig
 from .moe import Experts
+from .unist import UniST
 
 # Weights that run per (slot, channel) point / per slot rather than per token, by patch codec.
 _PER_POINT = {"pointset": ("patch_embed.point_in.", "patch_embed.point_mlp.", "patch_embed.score."), "basis": ()}
@@ -37,8 +38,6 @@ def count_params(config: UniSTConfig) -> dict[str, int]:
     Groups used by `flops_per_token`: encoder, decoder (incl. its embeddings and the head's token
     projection), per_point, per_slot, flow (diffusion head), embedding (lookup tables, no FLOPs).
     """
-    from .unist import UniST
-
     key = repr(config)
     if key in _CACHE:
         return dict(_CACHE[key])

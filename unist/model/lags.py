@@ -27,9 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 
-from .anchor import _expand, last_seen_values, latest_kept
+from .history import expand_steps, last_seen_values, latest_kept
 
 LAG_FEATURES = 8   # log rmse, log1p(lag), min(lead / lag, 4), coverage, is_persist, is_level, log1p(lead), prominence
 # local-minimum neighbourhood half-widths by lag: a period is a dip below its neighbours at its own scale
@@ -226,8 +225,8 @@ def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_o
         ok = has.reshape(G * T, P, C).index_select(0, flat) & src_ok[:, None, None]
         e = sample_smooth_errors(grid, w * tau, max_lead, (y, has))[grid.group]  # (L, d)
         e = e.gather(1, lead.long().clamp(1, e.shape[1] - 1)[:, None])[:, 0]
-        vals.append(_expand(torch.where(ok, v, torch.zeros_like(v)), tau))
-        oks.append(_expand(ok, tau))
+        vals.append(expand_steps(torch.where(ok, v, torch.zeros_like(v)), tau))
+        oks.append(expand_steps(ok, tau))
         errs.append(e)
         lags.append(lead + (w * tau - 1) / 2)
     return torch.stack(vals, 1), torch.stack(oks, 1), torch.stack(errs, 1), torch.stack(lags, 1)
@@ -317,7 +316,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     """`LagParts` of every token (see the module docstring).
 
     values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
-    P is the last seen value of the nearest earlier visible token of the same spatial patch (`anchor.py`).
+    P is the last seen value of the nearest earlier visible token of the same spatial patch (`history.py`).
     day_steps (B,): steps per day of each sample from its clock (0: none, e.g. no timestamps or daily data); the
     clock's day (else its week) joins the K lags found in the values as one more candidate where the context
     covers it and it is not among them already. smooth: append the smoothed candidates (`smooth_parts`) after the
@@ -327,7 +326,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         last_val, has = last_seen_values(values, seen, tau)  # (L, P, C)
         persist_src, persist_ok = latest_kept(keep, sample_id, space_index, t_index)
         use_p = persist_ok[:, None, None] & has[persist_src]
-        persist = _expand(torch.where(use_p, last_val[persist_src], torch.zeros_like(last_val)), tau)
+        persist = expand_steps(torch.where(use_p, last_val[persist_src], torch.zeros_like(last_val)), tau)
         grid = step_grid(values, seen, sample_id, space_index, t_index, tau, num_samples)
         T = grid.x.shape[1]
         rmse = sample_lag_errors(grid, min(max_lag, T - 1))  # (G, l)
@@ -357,7 +356,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         cnt = pair.view(L, k, tau, P, C).sum(2)
         level = (diff.sum(2) / cnt.clamp(min=1)).unsqueeze(2).expand(L, k, tau, P, C).reshape(L, k, S, C)
         level_ok = (cnt > 0).unsqueeze(2).expand(L, k, tau, P, C).reshape(L, k, S, C) & copy_ok
-        p_ok = _expand(use_p, tau).unsqueeze(1)  # (L, 1, S, C)
+        p_ok = expand_steps(use_p, tau).unsqueeze(1)  # (L, 1, S, C)
         vals = torch.cat([persist.unsqueeze(1), copy, copy + level], 1)  # (L, Q, S, C)
         avail = torch.cat([p_ok, copy_ok, level_ok], 1)
         # features
@@ -394,34 +393,5 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     return LagParts(vals, avail, feats.to(values.dtype), lags)
 
 
-class LagScorer(nn.Module):
-    """Logits (L, Q) of the lag candidates: a linear rule on each candidate's features (initialised to
-    -4 log rmse, +1 for last value) plus, with decoder features h (L, dd), a small MLP on
-    [features, projection of h] whose output layer starts at zero."""
-
-    def __init__(self, decoder_dim: int, hidden: int = 32, proj: int = 16):
-        super().__init__()
-        self.rule = nn.Linear(LAG_FEATURES, 1)
-        self.proj = nn.Linear(decoder_dim, proj)
-        self.mlp = nn.Sequential(nn.Linear(LAG_FEATURES + proj, hidden), nn.GELU(), nn.Linear(hidden, 1))
-
-    def reset_parameters(self) -> None:
-        with torch.no_grad():
-            self.rule.weight.zero_()
-            self.rule.bias.zero_()
-            self.rule.weight[0, 0] = -4.0   # log rmse
-            self.rule.weight[0, 4] = 1.0    # last value starts favoured over any one of the 2K copies
-            nn.init.zeros_(self.mlp[-1].weight)
-            nn.init.zeros_(self.mlp[-1].bias)
-
-    def forward(self, feats: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
-        f = feats.to(self.rule.weight.dtype)
-        logits = self.rule(f).squeeze(-1)  # (L, Q)
-        if h is not None:
-            p = self.proj(h.to(f.dtype))[:, None].expand(-1, f.shape[1], -1)
-            logits = logits + self.mlp(torch.cat([f, p], -1)).squeeze(-1)
-        return logits
-
-
-__all__ = ["LAG_FEATURES", "LagParts", "LagScorer", "SMOOTH_WINDOWS", "StepGrid", "best_lags", "copy_at",
+__all__ = ["LAG_FEATURES", "LagParts", "SMOOTH_WINDOWS", "StepGrid", "best_lags", "copy_at",
            "lag_errors", "lag_parts", "level_errors", "moving_mean", "smooth_errors", "smooth_parts", "step_grid"]

@@ -1,6 +1,6 @@
 """timm-style registry of named model sizes: `create_model("unist_tiny", depth=2)`, `list_models()`.
 
-A registered name is a function returning a `UniSTConfig`; `create_model` applies keyword overrides
+A registered name is a function returning a `UniSTConfig`; `get_config` (and `create_model`, in `unist.py`) applies keyword overrides
 (top-level fields, or a dict for a nested section: `moe={"top_k": 1}`) and builds the model.
 Sizes (parameter counts are checked in tests/test_model_registry.py):
   unist_tiny   d=128,  4 blocks, 4 experts top-2   ~2.3M  (trains on 2 CPU cores)
@@ -14,7 +14,9 @@ import difflib
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass, replace
 
-from .config import ConfigError, MaskingConfig, MoEConfig, ObjectiveConfig, UniSTConfig
+from unist.errors import ConfigError
+
+from .config import MaskingConfig, MoEConfig, ObjectiveConfig, UniSTConfig
 
 _REGISTRY: dict[str, Callable[[], UniSTConfig]] = {}
 
@@ -47,13 +49,6 @@ def get_config(name: str, **overrides) -> UniSTConfig:
             value = replace(current, **value)
         cfg = replace(cfg, **{key: value})
     return cfg.validate()
-
-
-def create_model(name: str, **overrides):
-    """Build the named model (see module docstring); overrides as in `get_config`."""
-    from .unist import UniST  # the model imports this package's config; import lazily
-
-    return UniST(get_config(name, **overrides))
 
 
 @register_model

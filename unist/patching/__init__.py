@@ -2,12 +2,11 @@
 
 `UniversalPatcher(PatcherConfig(...)).patchify(windows)` builds a TokenBatch; `.unpatchify(values,
 batch)` maps (L, S, C) token values back to each sample's shape. `partition_graph` cuts graphs into
-spatial patches; `PatchEmbed` / `PatchHead` (in `embed`) map tokens to d_model and back.
+spatial patches. The learned embedding of tokens is the network's (`unist.model.embed`).
 """
-from unist.patching.embed import PatchEmbed, PatchHead
 from unist.patching.partition import Partition, partition_graph
 from unist.patching.patcher import PatcherConfig, PatchSpec, SpaceLayout, UniversalPatcher
 from unist.patching.tokens import LAYOUT_IDS, TokenBatch
 
-__all__ = ["LAYOUT_IDS", "Partition", "PatchEmbed", "PatchHead", "PatchSpec", "PatcherConfig", "SpaceLayout",
+__all__ = ["LAYOUT_IDS", "Partition", "PatchSpec", "PatcherConfig", "SpaceLayout",
            "TokenBatch", "UniversalPatcher", "partition_graph"]

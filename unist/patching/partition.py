@@ -33,7 +33,6 @@ from the full graph's cached layout (`graph_layout`), so a crop costs no graph w
 """
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +41,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from unist.data.series import check_edges
+from .graph_ops import adjacency, argsort_labels, array_hash, bfs, components, first_per_label, group_starts, normalise_positions
+from .layout import graph_layout
 
 
 @dataclass(frozen=True)
@@ -77,83 +77,14 @@ class Partition:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _normalise(pos: np.ndarray) -> np.ndarray:
-    """Per-axis min-max to [0, 1]; a degenerate axis (all equal) maps to 0.5."""
-    lo, span = pos.min(axis=0), np.ptp(pos, axis=0)
-    return np.where(span > 0, (pos - lo) / np.where(span > 0, span, 1.0), 0.5)
-
-
-def _hash(*arrays: np.ndarray | None) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for a in arrays:
-        if a is None:
-            h.update(b"none")
-        else:
-            a = np.ascontiguousarray(a)
-            h.update(str((a.dtype.str, a.shape)).encode())
-            h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _group_starts(sorted_labels: np.ndarray) -> np.ndarray:
-    """Start index of each run of equal values in an array sorted by label (none for an empty array)."""
-    return np.flatnonzero(np.r_[len(sorted_labels) > 0, sorted_labels[1:] != sorted_labels[:-1]])
-
-
-def _argsort_labels(labels: np.ndarray) -> np.ndarray:
-    """Stable argsort of non-negative int labels; as uint16 when they fit, where numpy radix-sorts in O(N)."""
-    small = len(labels) > 0 and labels.max() < 2**16
-    return np.argsort(labels.astype(np.uint16) if small else labels, kind="stable")
-
-
-def _first_per_label(labels: np.ndarray, *keys: np.ndarray) -> np.ndarray:
-    """(n_labels,) for each label 0..L-1 (all present), the node that is smallest under `keys`
-    (most significant first), ties broken by the smaller node id."""
-    order = np.lexsort((np.arange(len(labels)),) + keys[::-1] + (labels,))
-    return order[_group_starts(labels[order])]
-
-
-def _adjacency(num_nodes: int, edge_index: np.ndarray, edge_weight: np.ndarray | None) -> sp.csr_matrix:
-    """Symmetric 0/1 CSR adjacency (N, N): an edge in either direction with non-zero weight, no self-loops.
-
-    Weights only decide which edges exist: their meaning differs between datasets (a distance in
-    PEMS, a similarity elsewhere), while a hop is a hop."""
-    ei, ew = check_edges(num_nodes, edge_index, edge_weight)
-    keep = ei[0] != ei[1]
-    if ew is not None:
-        keep &= np.abs(ew) > 0  # NaN and 0 weights are no edge
-    src, dst = ei[0, keep], ei[1, keep]
-    a = sp.csr_matrix((np.ones(2 * len(src)), (np.r_[src, dst], np.r_[dst, src])), shape=(num_nodes, num_nodes))
-    a.sum_duplicates()
-    a.data[:] = 1.0
-    return a
-
-
-def _bfs(adj: sp.csr_matrix, sources: np.ndarray) -> np.ndarray:
-    """(N,) hops from each node to its nearest source (inf where none is reachable): one multi-source
-    BFS, so with one source per connected component it is every component's own BFS at once.
-    `adj` is symmetric, so it is searched as directed (saves scipy a transpose per call)."""
-    return csgraph.dijkstra(adj, directed=True, unweighted=True, indices=sources, min_only=True)
-
-
-def _components(adj: sp.csr_matrix) -> tuple[int, np.ndarray]:
-    """(C, label (N,)) connected components, renumbered largest first (ties: smaller smallest node id)."""
-    nc, lab = csgraph.connected_components(adj, directed=False)
-    size = np.bincount(lab, minlength=nc)
-    first = _first_per_label(lab)  # smallest node id of each component
-    rank = np.empty(nc, np.int64)
-    rank[np.lexsort((first, -size))] = np.arange(nc)
-    return nc, rank[lab]
-
-
 def _peripheral_hops(adj: sp.csr_matrix, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(d_a, d_b), each (N,): BFS hops from a pseudo-peripheral pair (a, b) of every component.
 
     a is the node farthest from the component's smallest id and b the node farthest from a (the
     double sweep; ties: smaller id)."""
-    d0 = _bfs(adj, _first_per_label(label))
-    d_a = _bfs(adj, _first_per_label(label, -d0))
-    d_b = _bfs(adj, _first_per_label(label, -d_a))
+    d0 = bfs(adj, first_per_label(label))
+    d_a = bfs(adj, first_per_label(label, -d0))
+    d_b = bfs(adj, first_per_label(label, -d_a))
     return d_a, d_b
 
 
@@ -185,11 +116,11 @@ def _bisect(num_nodes: int, k: int, sort_keys: SortKeys, position: np.ndarray | 
         order = np.arange(len(nodes))  # stable sorts, least significant key first: ties keep node order
         for key in tuple(sort_keys(nodes, p, position[nodes]))[::-1]:
             order = order[np.argsort(key[order], kind="stable")]
-        order = order[_argsort_labels(p[order])]
+        order = order[argsort_labels(p[order])]
         position = np.zeros(num_nodes, np.int64)
         position[nodes[order]] = np.arange(len(nodes))
         ps = p[order]
-        starts = _group_starts(ps)
+        starts = group_starts(ps)
         n = size[ps[starts]]
         m = -(-n // k)
         n_left = np.rint(n * (m // 2) / m).astype(np.int64)
@@ -206,8 +137,8 @@ def _bisect(num_nodes: int, k: int, sort_keys: SortKeys, position: np.ndarray | 
 def _coordinate_keys(pos: np.ndarray) -> SortKeys:
     """RCB order: each part sorted by its coordinate along the wider side of its bounding box (x on ties)."""
     def keys(nodes: np.ndarray, part: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, ...]:
-        by_part = _argsort_labels(part)
-        starts = _group_starts(part[by_part])
+        by_part = argsort_labels(part)
+        starts = group_starts(part[by_part])
         q = pos[nodes[by_part]]
         span = np.maximum.reduceat(q, starts, axis=0) - np.minimum.reduceat(q, starts, axis=0)  # (parts, 2)
         axis = np.empty(len(nodes), np.int64)
@@ -251,93 +182,11 @@ def graph_bisection(num_nodes: int, k: int, edge_index: np.ndarray,
 
     The first order lists the graph's connected components largest first (ties: smallest node id),
     so tiny components and isolated nodes are packed together at the end."""
-    adj = _adjacency(num_nodes, edge_index, edge_weight)
-    label = _components(adj)[1]
+    adj = adjacency(num_nodes, edge_index, edge_weight)
+    label = components(adj)[1]
     position = np.empty(num_nodes, np.int64)
     position[np.lexsort((np.arange(num_nodes), label))] = np.arange(num_nodes)
     return _bisect(num_nodes, k, _graph_keys(adj), position)
-
-
-# ---------------------------------------------------------------------------------- layout
-LAYOUT_PIVOTS = 4  # BFS pivots per component of `graph_layout` (cost: this many BFS over the graph)
-
-
-def _pivot_layout(adj: sp.csr_matrix, label: np.ndarray, n_comp: int, pivots: int) -> np.ndarray:
-    """(N, 2) positions of every component at once, each centred on 0, in BFS hops.
-
-    High-dimensional embedding (Harel & Koren 2002): BFS hops to `pivots` nodes per component,
-    chosen farthest-first from a pseudo-peripheral node, then each component's two principal axes
-    of those hop vectors. Signs: the smallest node id with a clearly non-zero coordinate is positive.
-    """
-    n = adj.shape[0]
-    x = np.empty((n, pivots))                                                     # (N, m)
-    d0 = _bfs(adj, _first_per_label(label))
-    pivot, nearest = _first_per_label(label, -d0), np.full(n, np.inf)
-    for j in range(pivots):
-        x[:, j] = _bfs(adj, pivot)
-        nearest = np.minimum(nearest, x[:, j])
-        pivot = _first_per_label(label, -nearest)
-    member = sp.csr_matrix((np.ones(n), (label, np.arange(n))), shape=(n_comp, n))  # (C, N)
-    size = np.bincount(label, minlength=n_comp).astype(np.float64)
-    xc = x - (member @ x / size[:, None])[label]                                  # centred per component
-    cov = (member @ (xc[:, :, None] * xc[:, None, :]).reshape(n, -1)).reshape(n_comp, pivots, pivots)
-    axes = np.linalg.eigh(cov)[1][:, :, ::-1][:, :, :2]                           # (C, m, 2), largest first
-    pos = np.einsum("nm,nmk->nk", xc, axes[label])                                # (N, 2)
-    scale = np.zeros((n_comp, 2))
-    np.maximum.at(scale, label, np.abs(pos))
-    big = np.abs(pos) > 1e-9 * np.maximum(scale[label], 1e-300)
-    sign = np.ones((n_comp, 2))
-    for ax in range(2):  # first clearly non-zero entry per component (nodes are in id order)
-        hit = np.flatnonzero(big[:, ax])
-        hit = hit[np.argsort(label[hit], kind="stable")]
-        first = hit[_group_starts(label[hit])]
-        sign[label[first], ax] = np.sign(pos[first, ax])
-    return pos * sign[label]
-
-
-def _uncached_layout(num_nodes: int, edge_index: np.ndarray, edge_weight: np.ndarray | None) -> np.ndarray:
-    """`graph_layout` without its cache: (N, 2) positions, each component scaled into its grid cell."""
-    adj = _adjacency(num_nodes, edge_index, edge_weight)
-    n_comp, label = _components(adj)
-    pos = _pivot_layout(adj, label, n_comp, LAYOUT_PIVOTS)
-    lo = np.full((n_comp, 2), np.inf)
-    hi = np.full((n_comp, 2), -np.inf)
-    np.minimum.at(lo, label, pos)
-    np.maximum.at(hi, label, pos)
-    span = (hi - lo).max(1)                                                       # (C,) one scale: keeps shape
-    local = (pos - (lo + hi)[label] / 2) / np.where(span > 0, span, 1.0)[label, None]  # in [-0.5, 0.5]
-    cols = int(np.ceil(np.sqrt(n_comp)))
-    row, col = np.divmod(np.arange(n_comp), cols)
-    col = np.where(row % 2 == 1, cols - 1 - col, col)  # serpentine: consecutive components share a cell edge
-    cell = np.stack([col, row], 1).astype(np.float64)
-    side = max(cols, int(row[-1]) + 1)
-    return (cell[label] + 0.5 + 0.8 * local) / side  # 10 % margin inside each cell keeps components apart
-
-
-_LAYOUTS: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-
-
-def graph_layout(num_nodes: int, edge_index: np.ndarray, edge_weight: np.ndarray | None = None) -> np.ndarray:
-    """(N, 2) float64 read-only node positions (x, y) in [0, 1]^2 from the edges alone (cached, deterministic).
-
-    Each connected component gets a pivot-distance layout (`_pivot_layout`, LAYOUT_PIVOTS BFS in
-    all) scaled into its own square cell (aspect kept, 10 % margin) of a near-square grid of cells,
-    largest component first in serpentine order; isolated nodes sit at their cell's centre. Cost
-    O(LAYOUT_PIVOTS * (N + E) log N), for any number of components. Cached by a hash of the edges:
-    crops of a graph (`unist.train.data_mix`) reuse their parent's layout as coordinates.
-    """
-    if num_nodes < 1:
-        raise ValueError(f"a graph needs at least one node, got {num_nodes}")
-    key = (num_nodes, _hash(np.asarray(edge_index), None if edge_weight is None else np.asarray(edge_weight)))
-    if key in _LAYOUTS:
-        _LAYOUTS.move_to_end(key)
-        return _LAYOUTS[key]
-    pos = _uncached_layout(num_nodes, edge_index, edge_weight)
-    pos.flags.writeable = False
-    _LAYOUTS[key] = pos
-    if len(_LAYOUTS) > _CACHE_SIZE:
-        _LAYOUTS.popitem(last=False)
-    return pos
 
 
 # ---------------------------------------------------------------------------------- partition
@@ -364,7 +213,7 @@ def _assemble(patch_of: np.ndarray, pos: np.ndarray, k: int, source: str) -> Par
     off = (raw - raw.sum(1, keepdims=True) / sizes[:, None, None]) * slot[..., None]
     half = np.abs(off).max(axis=(1, 2))  # one scale for both axes: keeps the patch's true shape
     rel = off / np.where(half > 0, half, 1.0)[:, None, None]
-    norm = _normalise(pos)
+    norm = normalise_positions(pos)
     centre = per_slot(norm).sum(1) / sizes[:, None]
     return Partition(nodes=nodes, patch_of=patch_of.astype(np.int64), slot_of=slot_of, pos=norm, centre=centre,
                      rel=rel, source=source)
@@ -393,7 +242,7 @@ def partition_graph(num_nodes: int, k: int, coords: np.ndarray | None = None,
         source, key_arrays = "edges", (np.asarray(edge_index), edge_weight)
     else:
         source, key_arrays = "index", ()
-    key = (num_nodes, k, source, _hash(*key_arrays))
+    key = (num_nodes, k, source, array_hash(*key_arrays))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]

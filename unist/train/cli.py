@@ -11,7 +11,12 @@ import signal
 import sys
 import traceback
 
+from unist.data import DataError
+
+from . import distributed
+from .checkpoint import CheckpointError
 from .config import PRESETS, ConfigError, load_config, valid_keys
+from .trainer import NonFiniteError, run
 
 
 def parse_args(argv: list[str] | None = None):
@@ -44,13 +49,6 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    from unist.data import DataError
-    from unist.model.config import ConfigError as ModelConfigError
-
-    from . import distributed
-    from .checkpoint import CheckpointError
-    from .trainer import NonFiniteError, run
-
     signal.signal(signal.SIGTERM, _interrupt)  # the launcher stops the other ranks with SIGTERM
     code = 0
     try:
@@ -58,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted: the last finished checkpoint is intact; continue with --resume", file=sys.stderr)
         code = 130
-    except (ConfigError, ModelConfigError, DataError, CheckpointError, NonFiniteError) as e:
+    except (ConfigError, DataError, CheckpointError, NonFiniteError) as e:
         print(f"error: {e}", file=sys.stderr)  # the project's own errors name the problem and the fix
         code = 2
     except Exception:  # noqa: BLE001 - report, then exit non-zero through the clean shutdown path

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 from unist.model.config import UniSTConfig
+from unist.model.registry import get_config
 
 from .overrides import ConfigError, apply_override, field_type, leaf_keys, parse_value, replace_dotted, \
     split_assignment, unknown_key_error
@@ -104,12 +105,10 @@ class OptimSection:
 @dataclass
 class ZeroSection:
     """stage: ZeRO 0/1/2/3. precision: auto (bf16 on GPU, fp32 on CPU), fp32 or bf16.
-    expert_parallel: must be 1 (experts are data parallel, see docs/training.md).
     offload_optimizer: keep optimizer states on CPU (DeepSpeedCPUAdam; compiles an op once)."""
 
     stage: int = 2
     precision: str = "auto"
-    expert_parallel: int = 1
     offload_optimizer: bool = False
     overlap_comm: bool = False
     bucket_size: int = 50_000_000
@@ -199,8 +198,7 @@ class PretrainConfig:
                     "data.video_max_frames": d.video_max_frames, "data.tokens_per_batch": d.tokens_per_batch,
                     "train.steps": t.steps, "train.grad_accum": t.grad_accum, "checkpoint.every": c.every,
                     "checkpoint.keep_last": c.keep_last, "logging.every": self.logging.every,
-                    "logging.print_every": self.logging.print_every,
-                    "zero.expert_parallel": z.expert_parallel}
+                    "logging.print_every": self.logging.print_every}
         for k, v in positive.items():
             if v < 1:
                 raise ConfigError(f"{k}={v} must be >= 1")
@@ -248,12 +246,11 @@ class PretrainConfig:
             raise ConfigError(f"zero.precision={z.precision!r}: choose one of {PRECISIONS}")
         if self.name in ("", ".", "..") or "/" in self.name:
             raise ConfigError(f"name={self.name!r} must be a plain folder name (the run goes to out_dir/name)")
+        self.model_config()  # a bad model.* setting fails here, before any process group or data loading
         return self
 
     def model_config(self) -> UniSTConfig:
         """The registry's UniSTConfig for model.name with model.* overrides applied, validated."""
-        from unist.model import get_config  # the registry; imported late (the model package is heavy)
-
         cfg = get_config(self.model.name)
         for key, value in self.model.overrides.items():
             cfg = replace_dotted(cfg, key, value)

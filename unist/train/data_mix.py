@@ -20,12 +20,11 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from unist.data import (DATASETS, DataError, Normalizer, PriorConfig, PriorCorpus, STSeries, SyntheticConfig,
@@ -33,9 +32,9 @@ from unist.data import (DATASETS, DataError, Normalizer, PriorConfig, PriorCorpu
 from unist.data.registry import canonical_name, unknown_name_error
 from unist.data.video import VIDEO_SUFFIXES
 from unist.patching import PatcherConfig, TokenBatch, UniversalPatcher, partition_graph
-from unist.patching.partition import graph_layout
 
 from .config import DataSection
+from .crops import crop_cells
 
 SYNTHETIC = "synthetic"
 PRIOR = "prior"  # the synthetic forecasting prior (`unist.data.synthetic.PriorCorpus`), weight data.prior_weight
@@ -247,49 +246,6 @@ def assign_weights(sources: list[Source], data: DataSection) -> None:
 
 
 # ---------------------------------------------------------------------------------- windows
-def crop_cells(s: STSeries, max_cells: int, rng: np.random.Generator) -> STSeries:
-    """A random spatial crop with at most `max_cells` cells: a rectangle of a grid/video (aspect kept),
-    or the `max_cells` nodes nearest to a random node of a graph (see `_crop_graph`)."""
-    if s.num_nodes <= max_cells:
-        return s
-    if s.layout == "graph":
-        return _crop_graph(s, max_cells, rng)
-    h, w = s.spatial_shape
-    scale = math.sqrt(max_cells / (h * w))
-    ch, cw = max(1, int(h * scale)), max(1, int(w * scale))
-    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    coords = None if s.coords is None else s.coords[y:y + ch, x:x + cw]
-    return replace(s, values=s.values[:, y:y + ch, x:x + cw], mask=s.mask[:, y:y + ch, x:x + cw], coords=coords,
-                   meta={**s.meta, "crop": (y, x, ch, cw)})
-
-
-def _crop_graph(s: STSeries, k: int, rng: np.random.Generator) -> STSeries:
-    """The k nodes nearest to a random node, in `coords` or, for a graph with edges but no coords, in
-    its full graph's `graph_layout` (computed once per graph, cached by edge hash). That layout becomes
-    the crop's coords (column order (y, x), like coords), so partitioning a crop costs a coordinate
-    bisection of k points and no graph work. A graph with neither takes a node-id range."""
-    n = s.num_nodes
-    coords, meta = s.coords, {**s.meta}
-    if coords is None and s.edge_index is not None and s.edge_index.size:
-        coords = graph_layout(n, s.edge_index, s.edge_weight)[:, ::-1]  # (N, 2) as (y, x)
-        meta["coords_kind"] = "graph_layout"
-    if coords is not None:
-        d = ((coords - coords[rng.integers(0, n)]) ** 2).sum(1)  # (N,)
-        keep = np.sort(np.argsort(d, kind="stable")[:k])
-    else:
-        start = int(rng.integers(0, n - k + 1))
-        keep = np.arange(start, start + k)
-    new_id = np.full(n, -1, np.int64)
-    new_id[keep] = np.arange(k)
-    ei, ew = s.edge_index, s.edge_weight
-    if ei is not None:
-        inside = (new_id[ei[0]] >= 0) & (new_id[ei[1]] >= 0)
-        ei, ew = new_id[ei[:, inside]], (None if ew is None else ew[inside])
-    coords = None if coords is None else np.ascontiguousarray(coords[keep])
-    return replace(s, values=s.values[:, keep], mask=s.mask[:, keep], coords=coords, edge_index=ei, edge_weight=ew,
-                   meta={**meta, "crop_nodes": keep})
-
-
 def window_length(rng: np.random.Generator, data: DataSection, available: int) -> int:
     """Steps of one draw: half the time the longest (`data.window`, or all `available`), else log-uniform in
     [min_window, that] (see DataSection)."""
@@ -405,8 +361,3 @@ def observed_points(batch: TokenBatch) -> int:
     """Observed space-time points of a batch (cells or nodes x time steps with any channel observed; padding
     and channels not counted): the unit of `values_per_s`, which does not depend on how tokens are cut."""
     return int(batch.mask.any(-1).sum())
-
-
-def layout_counts(batch: TokenBatch) -> torch.Tensor:
-    """(3,) tokens of each data type (grid, graph, video) in `batch`."""
-    return torch.bincount(batch.layout_id, minlength=3)

@@ -17,11 +17,11 @@ from typing import Any
 from .config import ConfigError, PretrainConfig
 
 EP_UNSUPPORTED = (
-    "zero.expert_parallel={ep} is not supported: unist's MoE layer (unist.model.moe.MoEFeedForward) keeps "
+    "expert parallelism (a DeepSpeed JSON with moe.ep_size={ep}) is not supported: unist's MoE layer (unist.model.moe.MoEFeedForward) keeps "
     "every expert on every rank and has no all-to-all token dispatch, so experts are data parallel "
     "(replicated under ZeRO 0, optimizer/gradient/parameter-sharded like any other weight under ZeRO 1/2/3). "
     "DeepSpeed's native MoE (which does all-to-all expert parallelism) is not used: it is refused under "
-    "ZeRO-3. Set zero.expert_parallel=1; to fit more experts use ZeRO-3 (see docs/training.md)."
+    "ZeRO-3. Drop moe.ep_size from the JSON; to fit more experts use ZeRO-3 (see docs/training.md)."
 )
 
 
@@ -30,14 +30,8 @@ def resolve_precision(precision: str, on_gpu: bool) -> str:
     return ("bf16" if on_gpu else "fp32") if precision == "auto" else precision
 
 
-def check_expert_parallel(cfg: PretrainConfig) -> None:
-    if cfg.zero.expert_parallel != 1:
-        raise ConfigError(EP_UNSUPPORTED.format(ep=cfg.zero.expert_parallel))
-
-
 def build_ds_config(cfg: PretrainConfig, world_size: int, on_gpu: bool) -> dict[str, Any]:
     """The DeepSpeed config dict for `cfg` on `world_size` ranks."""
-    check_expert_parallel(cfg)
     z, o = cfg.zero, cfg.optim
     zero: dict[str, Any] = {"stage": z.stage, "overlap_comm": z.overlap_comm, "contiguous_gradients": True,
                             "reduce_bucket_size": z.bucket_size, "allgather_bucket_size": z.bucket_size}

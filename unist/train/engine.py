@@ -1,9 +1,8 @@
-"""Build the DeepSpeed engine around the real UniST model.
+"""Build the DeepSpeed engine around the pretraining objective (`unist.objectives.Pretrainer` over `UniST`).
 
   - weight decay on matrices only (biases, norms, embeddings' 1-D params and the mask token are exempt);
-  - activation checkpointing: each encoder/decoder `Block` recomputes its forward in backward
-    (torch.utils.checkpoint, non-reentrant, RNG state preserved; the block's MoE statistics are
-    return values, not side effects, so recomputation does not double-count them);
+  - activation checkpointing: the encoder and decoder `Transformer`s recompute each block in backward
+    (`Transformer.activation_checkpointing`, see `unist.model.blocks`);
   - ZeRO-3: `MoEFeedForward` is registered as a leaf module (`deepspeed.utils.set_z3_leaf_modules`),
     so ZeRO gathers all of a layer's experts at once instead of hooking each one, which would stall
     prefetching (and hang) when a rank routes no token to some expert. DeepSpeed reduces a leaf
@@ -19,14 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn as nn
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.checkpoint import checkpoint
 
-from unist.model import MoEFeedForward, UniSTConfig
-from unist.model.blocks import Block
-from unist.model.unist import UniST
+from unist.model import MoEFeedForward, UniST, UniSTConfig
+from unist.objectives import Pretrainer
 
 from .config import PretrainConfig
 from .ds_config import lr_lambda
@@ -40,34 +36,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def enable_activation_checkpointing(model: nn.Module) -> int:
-    """Wrap every `Block.forward` in torch.utils.checkpoint (state_dict keys unchanged); returns the count."""
-    n = 0
-    for m in model.modules():
-        if isinstance(m, Block):
-            forward = m.forward
-
-            def checkpointed(*args, _forward=forward, **kwargs):
-                if not torch.is_grad_enabled():
-                    return _forward(*args, **kwargs)
-                return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
-
-            m.forward = checkpointed
-            n += 1
-    if n == 0:
-        raise RuntimeError(f"activation checkpointing found no unist.model.blocks.Block in {type(model).__name__}")
-    return n
-
-
-def build_model(cfg: PretrainConfig, model_cfg: UniSTConfig, zero_stage: int) -> UniST:
-    """UniST for `model_cfg`, prepared for `zero_stage` (the stage of the DeepSpeed JSON actually used)."""
-    model = UniST(model_cfg)
-    if cfg.model.activation_checkpointing:
-        enable_activation_checkpointing(model)
+def build_model(cfg: PretrainConfig, model_cfg: UniSTConfig, zero_stage: int) -> Pretrainer:
+    """The Pretrainer over UniST(`model_cfg`), prepared for `zero_stage` (the stage of the DeepSpeed JSON used)."""
+    net = UniST(model_cfg)
+    for stack in (net.encoder, net.decoder):
+        stack.activation_checkpointing = cfg.model.activation_checkpointing
     if zero_stage == 3:
-        from deepspeed.utils import set_z3_leaf_modules
-        set_z3_leaf_modules(model, [MoEFeedForward])
-    return model
+        from deepspeed.utils import set_z3_leaf_modules  # DeepSpeed is imported by the engine only
+        set_z3_leaf_modules(net, [MoEFeedForward])
+    return Pretrainer(net)
 
 
 def build_engine(cfg: PretrainConfig, model: nn.Module, ds_config: dict[str, Any]):

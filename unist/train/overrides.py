@@ -14,9 +14,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-
-class ConfigError(ValueError):
-    """A bad training configuration or override: the message names the key and the fix."""
+from unist.errors import ConfigError
 
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}

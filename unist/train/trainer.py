@@ -25,7 +25,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from unist.model import UniSTConfig
+import unist
+from unist.model import UniST
+from unist.objectives import Pretrainer
 
 from . import distributed
 from .checkpoint import CheckpointError, CheckpointManager, archive_previous_run, read_state, verify_checkpoint
@@ -33,16 +35,12 @@ from .config import PretrainConfig
 from .data_mix import Mixture, build_sources, make_loader
 from .ds_config import build_ds_config, load_ds_config
 from .engine import build_engine, build_model
+from .export import export_release, git_commit
 from .metrics import FlopCounter, MetricsLogger, expert_load_by_type, peak_flops, plot_losses
+from .resume import check_resume_settings, check_training_data
 
 LOSS_KEYS = ("loss", "masked", "contrastive", "diffusion", "moe_aux", "moe_z")
 SKIP_SCALARS = ("num_hidden_tokens", "num_visible_tokens")
-# Settings fixed for the life of a run: they set the LR schedule, the optimizer's hyper-parameters
-# (DeepSpeed restores those from the checkpoint, so a new value would be silently ignored) or the
-# data stream (the micro-batches of each rank). Resuming with any of them changed is refused.
-RESUME_FIXED_KEYS = ("train.steps", "train.grad_accum", "train.seed", "optim.lr", "optim.min_lr_ratio",
-                     "optim.warmup_steps", "optim.weight_decay", "optim.beta1", "optim.beta2", "optim.eps",
-                     "data.tokens_per_batch", "data.window", "data.max_cells", "data.repeat_batches")
 NONFINITE_FIXES = ("lower optim.lr (now {lr:g}) or raise optim.warmup_steps, keep optim.grad_clip > 0 (now "
                    "{clip:g}), and check the data (`python -m unist.data info NAME` for a dataset with huge or "
                    "infinite values)")
@@ -111,57 +109,6 @@ class StepAccumulator:
         return out
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> {dotted key: leaf value} (lists and tuples compare as lists)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def differences(saved: dict[str, Any], now: dict[str, Any], keys: tuple[str, ...] | None = None) -> list[str]:
-    """'key: checkpoint X, now Y' for every dotted key (of `keys`, default all) whose values differ."""
-    a, b = flatten(saved), flatten(now)
-    names = keys if keys is not None else tuple(sorted(set(a) | set(b)))
-    return [f"{k}: checkpoint {a.get(k, '(absent)')!r}, now {b.get(k, '(absent)')!r}" for k in names
-            if json.dumps(a.get(k), default=str) != json.dumps(b.get(k), default=str)]
-
-
-def check_resume_settings(state: dict[str, Any], saved_world: int, cfg: PretrainConfig, model_cfg: UniSTConfig,
-                          world: int) -> None:
-    """Refuse to resume when the model, a RESUME_FIXED_KEYS setting or the number of ranks differs from
-    the checkpoint's (`state`: its unist_state.json). Runs before any weight is loaded, so a changed
-    model.* setting is named here instead of failing in torch's `Error(s) in loading state_dict`."""
-    diff = differences({"model": state.get("model_config", {})}, {"model": model_cfg.to_dict()})
-    if diff:
-        raise CheckpointError("cannot resume: the model differs from the checkpoint's (" + "; ".join(diff) + "). "
-                              "Resume with the checkpoint's model.* settings (unist_state.json in the checkpoint "
-                              "has them), or start a new run (another name=..., or without resume)")
-    diff = differences(state.get("run_config", {}), cfg.to_dict(), RESUME_FIXED_KEYS)
-    if diff:
-        raise CheckpointError("cannot resume: " + "; ".join(diff) + ". These settings are fixed for a run (LR "
-                              "schedule, optimizer, data stream): resuming with new values would not continue the "
-                              "same run. Resume with the checkpoint's values, or start a new run (another "
-                              "name=..., or without resume) to use the new ones")
-    if saved_world != world:
-        raise CheckpointError(f"cannot resume: the checkpoint was written by {saved_world} ranks, this run has "
-                              f"{world}: the batch (ranks x train.grad_accum x data.tokens_per_batch) and each "
-                              "rank's data stream would change. Resume on the same number of ranks, or export a "
-                              "release and start a new run")
-
-
-def check_training_data(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """Refuse to resume when the data mixture (datasets and weights) differs from the checkpoint's."""
-    mix = lambda d: [(r["name"], round(r.get("weight", 0), 9)) for r in d.get("datasets", [])]  # noqa: E731
-    if mix(saved) != mix(now):
-        raise CheckpointError(f"cannot resume: the data mixture differs from the checkpoint's ({mix(saved)} vs now "
-                              f"{mix(now)}): resuming would not continue the same data stream; use the same data.* "
-                              "settings and UNIST_DATA_DIR, or start a new run")
-
-
 def resumed_run_state(client_state: dict[str, Any]) -> RunState:
     """The run state stored in a checkpoint's DeepSpeed client_state."""
     if "run_state" not in client_state:
@@ -187,11 +134,9 @@ def nonfinite_parameters(module: torch.nn.Module) -> list[str]:
 
 
 def _versions() -> dict[str, str]:
-    import deepspeed
+    import deepspeed  # the heavy dependency is imported where the engine is used
 
-    import unist
-    return {"torch": torch.__version__, "deepspeed": deepspeed.__version__,
-            "unist": getattr(unist, "__version__", "0.1.0")}
+    return {"torch": torch.__version__, "deepspeed": deepspeed.__version__, "unist": unist.__version__}
 
 
 class Trainer:
@@ -255,7 +200,6 @@ class Trainer:
                  "step": self.state.step, "tokens_seen": self.state.tokens_seen,
                  "training_data": self.training_data, "run_config": self.cfg.to_dict(), "versions": _versions()}
         if self.rank == 0:
-            from unist.release import git_commit
             state["git"] = git_commit()
         client = {"run_state": asdict(self.state), "model_config": self.model_cfg.to_dict(),
                   "training_data": self.training_data, "world_size": self.world, "config": self.cfg.to_dict()}
@@ -374,9 +318,7 @@ class Trainer:
 
     def _check_release(self, release: str, batch, reference: dict[str, float]) -> dict[str, Any]:
         """Load the release without DeepSpeed and compare its losses with the engine's on `batch`."""
-        from unist.release import from_pretrained
-
-        model = from_pretrained(release, device=self.device)
+        model = Pretrainer(UniST.from_pretrained(release, device=self.device))
         got = self._losses(model, batch)
         diff = max(abs(got[k] - reference[k]) / max(1.0, abs(reference[k])) for k in reference)
         tol = 2e-2 if self.ds_config.get("torch_autocast", {}).get("enabled") else 1e-5
@@ -404,7 +346,6 @@ class Trainer:
         if self.rank == 0:
             release = None
             if export:
-                from unist.release import export_release
                 release = str(export_release(self.ckpt.dir, self.run_dir / "release"))
                 summary["export_check"] = self._check_release(release, check_batch, reference)
             png = plot_losses(self.logger.records, self.run_dir / "loss.png", LOSS_KEYS, title=self.cfg.name) \

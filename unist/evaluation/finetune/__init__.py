@@ -1,7 +1,7 @@
 """Few-shot adaptation: fine-tune a copy of the model on the first fraction of the target's training split.
 
 The copy trains with the model's own pretraining losses (masked reconstruction + diffusion +
-contrastive, `UniST.forward`) but with the masking fixed to the forecasting task: only the
+contrastive, `unist.objectives.Pretrainer`) but with the masking fixed to the forecasting task: only the
 `temporal` strategy, hiding exactly the horizon's time patches of each context + horizon window,
 and no extra hidden cells. So the point head learns the forecast and the flow head its
 distribution, in the same normalised units as `forecast` (instance normalisation per window: no
@@ -35,8 +35,13 @@ import torch
 import torch.nn as nn
 
 from unist.data import DataError, STSeries, sliding_windows, split_context_target, split_series
-from unist.model import MaskingConfig
-from unist.release import WEIGHT_DTYPES, ReleaseError, load_name, load_release, write_release
+from unist.forecast import Forecaster
+from unist.forecast.policy import release_policy
+from unist.model import MaskingConfig, UniST
+from unist.model.hub import load_release
+from unist.objectives import Pretrainer
+from unist.release import WEIGHT_DTYPES, ReleaseError, load_name, write_release
+from unist.train.export import model_card
 
 from ..checkpoints import dataset_key
 from ..cli import USER_ERRORS, device, fraction, positive_float, positive_int, report_error
@@ -142,15 +147,17 @@ def forecasting_masking(context: int, horizon: int, tau: int) -> MaskingConfig:
     return MaskingConfig(strategies=("temporal",), ratio=(n_fut - 0.5) / (n_ctx + n_fut), cell_ratio=0.0)
 
 
-def finetune(model: nn.Module, train: STSeries, context: int, horizon: int,
-             cfg: FinetuneConfig) -> tuple[nn.Module, dict]:
-    """A fine-tuned copy of `model` (the original is untouched) and a record of what was done."""
+def finetune(model: Forecaster, train: STSeries, context: int, horizon: int,
+             cfg: FinetuneConfig) -> tuple[Forecaster, dict]:
+    """A fine-tuned copy of `model` under the same policy (the original is untouched) and a record of what was
+    done."""
     tau = model.config.patch.time_patch
     if context < tau:
         raise DataError(f"context {context} is shorter than one time patch ({tau}): nothing to fine-tune on")
     wins = training_windows(train, cfg.fraction, context, horizon, tau)
-    tuned = copy.deepcopy(model)
+    tuned = copy.deepcopy(model.model)
     tuned.config = replace(tuned.config, masking=forecasting_masking(context, horizon, tau))
+    objective = Pretrainer(tuned)
     wrapped = add_lora(tuned, cfg.lora_rank, cfg.lora_alpha) if cfg.mode == "lora" else []
     params = [p for p in tuned.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -162,7 +169,7 @@ def finetune(model: nn.Module, train: STSeries, context: int, horizon: int,
         torch.manual_seed(cfg.seed)
         for _ in range(cfg.steps):
             batch = tuned.patcher.patchify([wins[i] for i in rng.integers(0, len(wins), cfg.batch_size)]).to(device)
-            loss = tuned(batch)["loss"]
+            loss = objective(batch)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -175,9 +182,7 @@ def finetune(model: nn.Module, train: STSeries, context: int, horizon: int,
               "loss_last10_mean": float(np.mean(losses[-10:]))}
     if wrapped:
         record.update(lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_modules=len(wrapped))
-    return tuned, record
-
-
+    return Forecaster(tuned, model.policy), record
 
 
 # ---------------------------------------------------------------------------------- fine-tuned releases
@@ -204,23 +209,25 @@ def finetune_release(checkpoint: str, data: str, out: str | Path, cfg: FinetuneC
     training window. Returns (the release folder, the record: losses, parameters, check)."""
     if weights_dtype not in WEIGHT_DTYPES:
         raise ReleaseError(f"weights_dtype={weights_dtype!r} unknown: use one of {sorted(WEIGHT_DTYPES)}")
-    base = load_release(checkpoint, device=device)
+    base = load_release(UniST, checkpoint, device=device)
+    policy = release_policy(base.config, f"{base.path}/config.json")
     series = load_target(data)
     p = protocol_for(series, context, horizon)
     train = split_series(series)["train"]
-    tuned, record = finetune(base.model, train, p.context, p.horizon, cfg)
+    tuned, record = finetune(Forecaster(base.model, policy), train, p.context, p.horizon, cfg)
     probe, _ = split_context_target(next(iter(sliding_windows(train, p.context, p.horizon))))
     before = tuned.forecast(probe, p.horizon, allow_long=True)  # [H, *sp, C]: the tuned model, adapters unmerged
-    merged = merge_lora(tuned) if cfg.mode == "lora" else []
+    merged = merge_lora(tuned.model) if cfg.mode == "lora" else []
     training = copy.deepcopy(base.config.get("training") or {})
     training["finetune"] = {**record, "base": load_name(base.path), "data": data, "context": p.context,
                             "horizon": p.horizon, "merged_lora_modules": len(merged), "command": command,
                             "finetuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    path = write_release(tuned.state_dict(), out, base.config["model_name"], base.config["model_config"], training,
-                         _finetuned_training_data(base.training_data, series, data, train, record),
-                         base.normalization, weights_dtype,
+    path = write_release(out, tuned.model.state_dict(), base.config["model_name"], base.config["model_config"],
+                         forecast_policy=policy.to_dict(), training=training,
+                         training_data=_finetuned_training_data(base.training_data, series, data, train, record),
+                         normalization=base.normalization, card=model_card, weights_dtype=weights_dtype,
                          inference_changes=base.config.get("inference_changes"))
-    after = load_release(path, device=device).model.forecast(probe, p.horizon, allow_long=True)
+    after = Forecaster.from_pretrained(path, device=device).forecast(probe, p.horizon, allow_long=True)
     scale = float(np.nanmax(np.abs(before))) or 1.0
     diff = float(np.nanmax(np.abs(after - before))) / scale
     tol = 1e-4 if weights_dtype == "float32" else 2e-2
