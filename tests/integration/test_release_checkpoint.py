@@ -152,7 +152,7 @@ def _v1(c: dict) -> dict:
     (lambda c: {**c, "model_name": "unist_small"}, "model_name 'unist_small' does not match model_config: d_model "
                                                    "128 vs 256"),
     (lambda c: {**c, "model_config": {**c["model_config"], "self_check": True}},
-     r"model_config does not describe a valid UniSTConfig: unknown UniSTConfig fields \['self_check'\]"),
+     r"model_config does not describe a valid UniSTConfig: UniSTConfig.from_dict: unknown fields \['self_check'\]"),
     (lambda c: {**c, "format_version": True}, "format version True is not supported"),
     (_v1, "release format version 1 is not supported by this unist \\(reads version 2\\); use the unist version "
           "that wrote it"),
