@@ -2,7 +2,7 @@
 
 A registered name is a function returning a `UniSTConfig`; `get_config` (and `create_model`, in `unist.py`) applies keyword overrides
 (top-level fields, or a dict for a nested section: `moe={"top_k": 1}`) and builds the model.
-Sizes (parameter counts are checked in tests/test_model_registry.py):
+Sizes (parameter counts are checked in tests/unit/test_model_config.py):
   unist_tiny   d=128,  4 blocks, 4 experts top-2   ~2.3M  (trains on 2 CPU cores)
   unist_small  d=256,  6 blocks, 8 experts top-2   ~27M
   unist_base   d=512, 12 blocks, 8 experts top-2   ~0.2B total, ~70M active per token
