@@ -149,9 +149,10 @@ def test_a_one_token_context_has_no_backtest_and_forecasts_as_trained(single_thr
 
 def test_self_check_is_per_sample_in_a_packed_batch(single_thread):
     fc = Forecaster(_perturbed(tiny_model()), CHECKED)
-    # a grid, a graph and a video window with one channel each: the lag copy's coverage feature is averaged over
-    # the batch's padded channels, so a trained scorer would tell a 1-channel window packed with a 3-channel one
-    windows = [grid_series(c=1), graph_series(seed=1), grid_series(t=6, h=4, w=4, c=1, seed=2, layout="video")]
+    # a 2-channel grid, a 1-channel graph and a 3-channel video window: the lag copy's coverage feature counts
+    # each sample's own cells, not the channels the packed batch pads it with, so a trained scorer sees the same
+    # features packed or alone
+    windows = [grid_series(c=2), graph_series(seed=1), grid_series(t=6, h=4, w=4, c=3, seed=2, layout="video")]
     batched = fc.forecast_batch(windows, 3)
     for w, b in zip(windows, batched):
         np.testing.assert_allclose(b, fc.forecast(w, 3), atol=1e-5)

@@ -69,13 +69,17 @@ def tokens_per_day(minute: torch.Tensor, has_time: torch.Tensor, sample_id: torc
     not tile the day (daily/weekly data, video, odd intervals)."""
     B = num_samples
     first = (space_index == 0) & has_time
-    m0 = torch.zeros(B, dtype=torch.float64, device=minute.device)
-    m1 = torch.zeros_like(m0)
-    has0 = torch.zeros(B, dtype=torch.bool, device=minute.device)
-    has1 = torch.zeros_like(has0)
-    sel0, sel1 = first & (t_index == 0), first & (t_index == 1)
-    m0[sample_id[sel0]], has0[sample_id[sel0]] = minute[sel0], True
-    m1[sample_id[sel1]], has1[sample_id[sel1]] = minute[sel1], True
+
+    def at(sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) minute of each sample's one token where `sel`, and whether it has one (no host sync: the other
+        tokens write to a dump slot B, dropped)."""
+        idx = torch.where(sel, sample_id, torch.full_like(sample_id, B))
+        m = torch.zeros(B + 1, dtype=torch.float64, device=minute.device).scatter_(0, idx, minute)
+        has = torch.zeros(B + 1, dtype=torch.bool, device=minute.device).scatter_(0, idx, torch.ones_like(sel))
+        return m[:B], has[:B]
+
+    m0, has0 = at(first & (t_index == 0))
+    m1, has1 = at(first & (t_index == 1))
     dur = torch.remainder(m1 - m0, DAY_MINUTES)  # token length in minutes (mod one day)
     per_day = DAY_MINUTES / dur.clamp(min=1e-6)
     whole = (per_day - per_day.round()).abs() < 1e-3

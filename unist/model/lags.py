@@ -312,7 +312,8 @@ def _with_clock_lag(lag_g: torch.Tensor, err_g: torch.Tensor, rmse: torch.Tensor
 
 def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, sample_id: torch.Tensor,
               space_index: torch.Tensor, t_index: torch.Tensor, tau: int, num_samples: int, k: int,
-              max_lag: int = 2048, day_steps: torch.Tensor | None = None, smooth: bool = False) -> LagParts:
+              max_lag: int = 2048, day_steps: torch.Tensor | None = None, smooth: bool = False,
+              channels: torch.Tensor | None = None) -> LagParts:
     """`LagParts` of every token (see the module docstring).
 
     values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
@@ -320,7 +321,9 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     day_steps (B,): steps per day of each sample from its clock (0: none, e.g. no timestamps or daily data); the
     clock's day (else its week) joins the K lags found in the values as one more candidate where the context
     covers it and it is not among them already. smooth: append the smoothed candidates (`smooth_parts`) after the
-    level-corrected copies."""
+    level-corrected copies. channels (B,): each sample's own channel count (default C): a candidate's coverage
+    counts the sample's cells, not the channels a packed batch pads it with, so a window gets the same features
+    alone or packed with windows of more channels."""
     L, S, C = values.shape
     with torch.no_grad():
         last_val, has = last_seen_values(values, seen, tau)  # (L, P, C)
@@ -378,7 +381,8 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
             errs = torch.cat([errs, torch.where(torch.isfinite(serr), serr, torch.full_like(serr, 1e3))], 1)
             lag_all = torch.cat([lag_all, slag.clamp(min=1).to(lag_all.dtype)], 1)
         Q = vals.shape[1]
-        cover = avail.float().mean((2, 3))
+        cells = S * (channels[sample_id] if channels is not None else torch.full_like(sample_id, C))  # (L,)
+        cover = avail.float().sum((2, 3)) / cells.to(values.dtype)[:, None]  # (L, Q): fraction of the sample's cells
         # prominence: the lag's error against the median error over all lags of the patch (a real period dips)
         med = torch.nanmedian(torch.where(torch.isfinite(rmse), rmse, torch.full_like(rmse, float("nan"))), 1).values
         med = torch.where(torch.isfinite(med), med, torch.ones_like(med))[grid.group]  # (L,)

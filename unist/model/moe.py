@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import MoEConfig
+from .norm import count_ids
 
 NUM_LAYOUTS = 3  # grid, graph, video (unist.patching.tokens.LAYOUT_IDS)
 
@@ -82,12 +83,6 @@ class Experts(nn.Module):
         outs = [F.gelu(xe @ w1 + b1) @ w2 + b2  # xe (counts[e], d); empty slices are fine
                 for xe, (w1, b1, w2, b2) in zip(torch.split(x, counts), params)]
         return torch.cat(outs, dim=0)
-
-
-def count_ids(ids: torch.Tensor, n: int) -> torch.Tensor:
-    """(n,) occurrences of each id in 0..n-1. Unlike `torch.bincount`, whose output size depends on the
-    data, this never waits for the device."""
-    return torch.zeros(n, dtype=torch.long, device=ids.device).index_add_(0, ids, torch.ones_like(ids))
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

@@ -9,6 +9,12 @@ import torch
 
 
 
+def count_ids(ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) occurrences of each id in 0..n-1. Unlike `torch.bincount`, whose output size depends on the
+    data, this never waits for the device."""
+    return torch.zeros(n, dtype=torch.long, device=ids.device).index_add_(0, ids, torch.ones_like(ids))
+
+
 def per_sample_sum(x: torch.Tensor, sample_id: torch.Tensor, num_samples: int) -> torch.Tensor:
     """Sum of x (L, ...) over each sample's tokens -> (B, ...)."""
     out = x.new_zeros((num_samples,) + tuple(x.shape[1:]))
@@ -91,5 +97,5 @@ def denormalise(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch
 
 def pool_samples(x: torch.Tensor, sample_id: torch.Tensor, num_samples: int) -> torch.Tensor:
     """Mean of each sample's token features: x (L, d) -> (B, d) (zeros for a sample without tokens)."""
-    count = torch.bincount(sample_id, minlength=num_samples).clamp(min=1).to(x.dtype)
+    count = count_ids(sample_id, num_samples).clamp(min=1).to(x.dtype)
     return per_sample_sum(x, sample_id, num_samples) / count[:, None]

@@ -20,6 +20,7 @@ import torch
 from unist.patching.tokens import TokenBatch
 
 from unist.model.config import MASK_STRATEGIES
+from unist.model.norm import count_ids, per_sample_sum
 
 
 def per_sample_max(x: torch.Tensor, sample_id: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -28,10 +29,11 @@ def per_sample_max(x: torch.Tensor, sample_id: torch.Tensor, num_samples: int) -
     return out.scatter_reduce_(0, sample_id, x, reduce="amax")
 
 
-def rank_within(group: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-    """Rank (0 = smallest score) of each element among the elements of its group; group (N,) int64, score in [0, 1)."""
+def rank_within(group: torch.Tensor, score: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Rank (0 = smallest score) of each element among the elements of its group; group (N,) int64 in
+    [0, num_groups), score in [0, 1)."""
     order = torch.argsort(group.double() + score.double())  # groups in order, each sorted by score
-    counts = torch.bincount(group, minlength=int(group.max()) + 1 if group.numel() else 0)
+    counts = count_ids(group, num_groups)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(group)
     rank[order] = torch.arange(group.numel(), device=group.device) - starts[group[order]]
@@ -46,20 +48,22 @@ def _count(ratio: float, n: torch.Tensor) -> torch.Tensor:
 
 def random_mask(batch: TokenBatch, ratio: float) -> torch.Tensor:
     sid = batch.sample_id
-    n = torch.bincount(sid, minlength=batch.num_samples)  # (B,)
-    rank = rank_within(sid, torch.rand(sid.shape, device=sid.device))
+    n = count_ids(sid, batch.num_samples)  # (B,)
+    rank = rank_within(sid, torch.rand(sid.shape, device=sid.device), batch.num_samples)
     return rank < _count(ratio, n)[sid]
 
 
 def tube_mask(batch: TokenBatch, ratio: float) -> torch.Tensor:
     sid, B = batch.sample_id, batch.num_samples
     n_space = per_sample_max(batch.space_index, sid, B) + 1  # (B,)
-    width = int(n_space.max()) if B else 0
+    width = int(n_space.max()) if B else 0  # the one host sync: how many scores to draw
     score = torch.rand(B, width, device=sid.device)  # one score per (sample, spatial patch)
     group = torch.arange(B, device=sid.device)[:, None].expand(B, width)
     valid = torch.arange(width, device=sid.device)[None] < n_space[:, None]
-    rank = torch.full((B, width), width, dtype=torch.long, device=sid.device)
-    rank[valid] = rank_within(group[valid], score[valid])
+    # patches a sample does not have rank after all of its own (score in [0.5, 1) against [0, 0.5): a halving
+    # is exact, so the order of the real ones is the order of their scores)
+    key = torch.where(valid, score * 0.5, torch.full_like(score, 0.75))
+    rank = rank_within(group.reshape(-1), key.reshape(-1), B).view(B, width)
     return rank[sid, batch.space_index] < _count(ratio, n_space)[sid]
 
 
@@ -94,7 +98,7 @@ def sample_mask(batch: TokenBatch, strategies: tuple[str, ...], ratio: float) ->
     for i, name in enumerate(strategies):
         m = fallback if name == "random" else STRATEGY_FNS[name](batch, ratio)
         hidden = torch.where(choice == i, m, hidden)
-    n = torch.bincount(sid, minlength=B)
-    n_hidden = torch.bincount(sid, weights=hidden.double(), minlength=B).long()
+    n = count_ids(sid, B)
+    n_hidden = per_sample_sum(hidden.long(), sid, B)
     bad = ((n_hidden == 0) & (n >= 2)) | (n_hidden == n)  # (B,) nothing hidden, or nothing visible
     return torch.where(bad[sid], fallback, hidden)

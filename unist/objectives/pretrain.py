@@ -70,9 +70,11 @@ class Pretrainer(nn.Module):
             target_w = batch.mask & (hidden[:, None, None] | hidden_cells)  # (L, S, C)
             losses["masked"] = MASKED_LOSSES[cfg.masked_loss](out.pred, batch.values, target_w)
         if o.diffusion > 0:
-            values = batch.values[hidden]
-            residual = values if out.lagged is None else values - out.lagged.detach()[hidden]  # not the weights
-            losses["diffusion"] = flow_matching_loss(self.net.flow, residual, batch.mask[hidden], out.h[hidden])
+            idx = hidden.nonzero().squeeze(1)  # (Lh,) one host sync for the four gathers
+            values = batch.values.index_select(0, idx)
+            residual = values if out.lagged is None else values - out.lagged.detach().index_select(0, idx)  # not the weights
+            losses["diffusion"] = flow_matching_loss(self.net.flow, residual, batch.mask.index_select(0, idx),
+                                                     out.h.index_select(0, idx))
         return losses
 
     def forward(self, batch: TokenBatch) -> dict[str, torch.Tensor]:

@@ -111,15 +111,19 @@ class TokenBatch:
         return TokenBatch(**kw)
 
     def select(self, keep: torch.Tensor) -> "TokenBatch":
-        """Keep the tokens where `keep` (L,) bool is True; cu_seqlens is recomputed (samples may get 0 tokens)."""
+        """Keep the tokens where `keep` (L,) bool is True; cu_seqlens is recomputed (samples may get 0 tokens).
+
+        Two host syncs whatever the number of fields: the kept count (one `nonzero`) and max_seqlen."""
+        idx = keep.nonzero().squeeze(1)  # (L',) the kept tokens, in order
         kw = {}
         for f in fields(self):
             x = getattr(self, f.name)
             if isinstance(x, torch.Tensor) and f.name != "cu_seqlens":
-                kw[f.name] = x[keep]
+                kw[f.name] = x.index_select(0, idx)
             else:
                 kw[f.name] = x
-        counts = torch.bincount(self.sample_id[keep], minlength=self.num_samples)
+        sid = kw["sample_id"]
+        counts = torch.zeros(self.num_samples, dtype=torch.long, device=sid.device).index_add_(0, sid, torch.ones_like(sid))
         cu = torch.zeros(self.num_samples + 1, dtype=torch.int32, device=self.values.device)
         cu[1:] = torch.cumsum(counts, 0).to(torch.int32)
         kw["cu_seqlens"] = cu
