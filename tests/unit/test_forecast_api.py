@@ -4,6 +4,10 @@ for draws), bad frames are DataErrors naming the problem, and `save_pretrained` 
 the weights and the forecasting policy."""
 from __future__ import annotations
 
+import sys
+import types
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +16,7 @@ from model_testing import single_thread, tiny_model  # noqa: F401
 
 import unist
 from unist.data import DataError, STSeries
+from unist.errors import ConfigError
 from unist.forecast import Forecaster, ForecastPolicy
 from unist.model import UniST, create_model
 
@@ -159,3 +164,37 @@ def test_save_and_load_round_trip_weights_and_policy(tmp_path):
 
     plain = create_model("unist_tiny").save_pretrained(tmp_path / "plain")  # no policy saved: the network as trained
     assert unist.from_pretrained(plain).policy == ForecastPolicy()
+
+
+def test_push_to_hub_uploads_the_release_folder_and_its_card(tmp_path, monkeypatch):
+    """push_to_hub = save_pretrained + upload (the card as README.md, what the hub shows); with huggingface_hub
+    absent it is a ConfigError saying what to install. The hub itself is not reachable here: a fake HfApi."""
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, exist_ok):
+            calls.append(("create", repo_id, exist_ok))
+
+        def upload_folder(self, repo_id, folder_path):
+            calls.append(("folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return "https://hub/commit/1"
+
+        def upload_file(self, path_or_fileobj, path_in_repo, repo_id):
+            calls.append(("file", Path(path_or_fileobj).name, path_in_repo))
+            return "https://hub/commit/2"
+
+    model = create_model("unist_tiny")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(ConfigError, match="pip install huggingface_hub"):
+        model.push_to_hub("me/unist", tmp_path / "a")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(HfApi=FakeApi))
+    card = lambda config, data, where: f"# {config['model_name']}\n"  # noqa: E731
+    url = model.push_to_hub("me/unist", tmp_path / "b", token="t", card=card)
+    assert url == "https://hub/commit/2"
+    assert calls[:2] == [("init", "t"), ("create", "me/unist", True)]
+    assert calls[2] == ("folder", "me/unist", ["MODEL_CARD.md", "config.json", "model.safetensors",
+                                               "normalization.json", "training_data.json"])
+    assert calls[3] == ("file", "MODEL_CARD.md", "README.md")

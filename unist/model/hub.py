@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from unist.errors import ConfigError
-from unist.release import ReleaseError, read_release, write_release
+from unist.release import CARD, ReleaseError, read_release, write_release
 
 from .config import UniSTConfig
 from .registry import get_config, list_models
@@ -166,7 +166,10 @@ class PretrainedMixin:
         path = self.save_pretrained(folder, **save_kw)
         api = HfApi(token=token)
         api.create_repo(repo_id, exist_ok=True)
-        return str(api.upload_folder(repo_id=repo_id, folder_path=str(path)))
+        url = str(api.upload_folder(repo_id=repo_id, folder_path=str(path)))
+        if (path / CARD).is_file():  # the hub shows README.md as the model card
+            url = str(api.upload_file(path_or_fileobj=str(path / CARD), path_in_repo="README.md", repo_id=repo_id))
+        return url
 
     def _registry_name(self) -> str:
         mine = {k: v for k, v in self.config.to_dict().items()}
