@@ -77,10 +77,14 @@ def step_grid(values: torch.Tensor, seen: torch.Tensor, sample_id: torch.Tensor,
     return StepGrid(x.view(G, T * tau, P, C), m.view(G, T * tau, P, C), group, tau, spans)
 
 
-def _xcorr(u: torch.Tensor, v: torch.Tensor, n: int, max_lag: int) -> torch.Tensor:
-    """R(l) = sum_s u[s + l] v[s] for l = 0..max_lag over dim 1 of (G, T, ...) tensors -> (G, max_lag + 1, ...)."""
-    fu, fv = torch.fft.rfft(u, n=n, dim=1), torch.fft.rfft(v, n=n, dim=1)
+def _xcorr(fu: torch.Tensor, fv: torch.Tensor, n: int, max_lag: int) -> torch.Tensor:
+    """R(l) = sum_s u[s + l] v[s] for l = 0..max_lag over dim 1, from the spectra fu, fv = `_spectrum(u / v, n)` of
+    (G, T, ...) tensors -> (G, max_lag + 1, ...). Callers transform each distinct input once."""
     return torch.fft.irfft(fu * fv.conj(), n=n, dim=1)[:, :max_lag + 1]
+
+
+def _spectrum(u: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.fft.rfft(u, n=n, dim=1)
 
 
 def lag_errors(grid: StepGrid, max_lag: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,9 +95,9 @@ def lag_errors(grid: StepGrid, max_lag: int) -> tuple[torch.Tensor, torch.Tensor
     x, m = grid.x.float(), grid.m.float()
     G, T = x.shape[:2]
     n = 1 << (2 * T - 1).bit_length()
-    a, b = x * m, x * x * m
-    sse = _xcorr(b, m, n, max_lag) + _xcorr(m, b, n, max_lag) - 2 * _xcorr(a, a, n, max_lag)  # (G, l, P, C)
-    pairs = _xcorr(m, m, n, max_lag)
+    fa, fb, fm = _spectrum(x * m, n), _spectrum(x * x * m, n), _spectrum(m, n)  # 3 transforms, not 8
+    sse = _xcorr(fb, fm, n, max_lag) + _xcorr(fm, fb, n, max_lag) - 2 * _xcorr(fa, fa, n, max_lag)  # (G, l, P, C)
+    pairs = _xcorr(fm, fm, n, max_lag)
     sse, pairs = sse.clamp(min=0).sum((2, 3)), pairs.sum((2, 3)).round()  # (G, l)
     per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1)  # (G,) cells/step
     lags = torch.arange(max_lag + 1, device=x.device, dtype=x.dtype)
@@ -186,8 +190,10 @@ def smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torch.Tenso
     my = my.float()
     G, T = x.shape[:2]
     n = 1 << (2 * T - 1).bit_length()
-    sse = _xcorr(x * x * m, my, n, max_lead) + _xcorr(m, y * y * my, n, max_lead) - 2 * _xcorr(x * m, y * my, n, max_lead)
-    pairs = _xcorr(m, my, n, max_lead)
+    f_xxm, f_my, f_m = _spectrum(x * x * m, n), _spectrum(my, n), _spectrum(m, n)  # 6 transforms, not 8
+    f_yymy, f_xm, f_ymy = _spectrum(y * y * my, n), _spectrum(x * m, n), _spectrum(y * my, n)
+    sse = _xcorr(f_xxm, f_my, n, max_lead) + _xcorr(f_m, f_yymy, n, max_lead) - 2 * _xcorr(f_xm, f_ymy, n, max_lead)
+    pairs = _xcorr(f_m, f_my, n, max_lead)
     sse, pairs = sse.clamp(min=0).sum((2, 3)), pairs.sum((2, 3)).round()
     per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1)
     valid = pairs / per_step[:, None] >= grid.tau
