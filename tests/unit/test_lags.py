@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from unist.data import STSeries
-from unist.model.lags import (SMOOTH_WINDOWS, LagParts, best_lags, copy_at, lag_errors, lag_parts, moving_mean,
-                              smooth_errors, step_grid)
+from unist.model.lags import SMOOTH_WINDOWS, LagParts, best_lags, copy_at, lag_parts
+from unist.model.steps import lag_errors, moving_mean, smooth_errors, step_grid
 from unist.forecast import Forecaster
 from unist.model import create_model
 from unist.objectives import Pretrainer

@@ -29,82 +29,13 @@ from dataclasses import dataclass
 import torch
 
 from .history import expand_steps, last_seen_values, latest_kept
+from .steps import (StepGrid, differences, lag_errors, sample_lag_errors, sample_moving_mean, sample_smooth_errors,
+                    step_grid)
 
 LAG_FEATURES = 8   # log rmse, log1p(lag), min(lead / lag, 4), coverage, is_persist, is_level, log1p(lead), prominence
 # local-minimum neighbourhood half-widths by lag: a period is a dip below its neighbours at its own scale
 _SCALES = ((16, 1), (64, 4), (256, 16), (1 << 30, 32))  # (lags below, half-width)
 _EPS = 1e-3
-
-
-@dataclass
-class StepGrid:
-    """A packed batch as dense step series per (sample, spatial patch) group.
-
-    x, m (G, T, P, C): normalised values and seen mask at step s = t_index * tau + dt of group g;
-    group (L,) each token's group; T = (max t_index + 1) * tau."""
-
-    x: torch.Tensor
-    m: torch.Tensor
-    group: torch.Tensor
-    tau: int
-    spans: tuple[tuple[int, int, int], ...] = ()  # per sample: (first group, last group + 1, its steps)
-
-    def part(self, g0: int, g1: int, steps: int) -> "StepGrid":
-        """Groups g0..g1-1 and their first `steps` steps (one sample, without the batch's time padding)."""
-        return StepGrid(self.x[g0:g1, :steps], self.m[g0:g1, :steps], self.group, self.tau)
-
-
-def step_grid(values: torch.Tensor, seen: torch.Tensor, sample_id: torch.Tensor, space_index: torch.Tensor,
-              t_index: torch.Tensor, tau: int, num_samples: int) -> StepGrid:
-    """Scatter the tokens (L, S, C) (time-major slots, S = tau * P) into `StepGrid` (one group per sample and
-    spatial patch, numbered compactly)."""
-    L, S, C = values.shape
-    P = S // tau
-    n_space = torch.zeros(num_samples, dtype=torch.long, device=values.device).scatter_reduce(
-        0, sample_id, space_index + 1, "amax")  # (B,) spatial patches per sample
-    n_time = torch.zeros(num_samples, dtype=torch.long, device=values.device).scatter_reduce(
-        0, sample_id, t_index + 1, "amax")  # (B,) time patches per sample
-    offset = torch.cumsum(n_space, 0) - n_space
-    group = offset[sample_id] + space_index  # (L,)
-    sizes = torch.stack([n_space, n_time]).tolist()  # the one host sync: shapes of the dense grid
-    ends = torch.cumsum(torch.tensor(sizes[0]), 0).tolist()
-    spans = tuple((a - b, a, t * tau) for a, b, t in zip(ends, sizes[0], sizes[1]) if b)
-    G, T = ends[-1], max(sizes[1])
-    x = values.new_zeros(G, T, S, C)
-    m = torch.zeros(G, T, S, C, dtype=torch.bool, device=values.device)
-    x[group, t_index] = torch.where(seen, values, torch.zeros_like(values))
-    m[group, t_index] = seen
-    return StepGrid(x.view(G, T * tau, P, C), m.view(G, T * tau, P, C), group, tau, spans)
-
-
-def _xcorr(fu: torch.Tensor, fv: torch.Tensor, n: int, max_lag: int) -> torch.Tensor:
-    """R(l) = sum_s u[s + l] v[s] for l = 0..max_lag over dim 1, from the spectra fu, fv = `_spectrum(u / v, n)` of
-    (G, T, ...) tensors -> (G, max_lag + 1, ...). Callers transform each distinct input once."""
-    return torch.fft.irfft(fu * fv.conj(), n=n, dim=1)[:, :max_lag + 1]
-
-
-def _spectrum(u: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.fft.rfft(u, n=n, dim=1)
-
-
-def lag_errors(grid: StepGrid, max_lag: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """In-context RMSE of the lag-l copy for every group and l = 0..max_lag -> (rmse (G, max_lag + 1), valid).
-
-    A lag is valid when it has seen pairs over at least max(tau, l / 2) steps (a lag as long as the
-    context has one or two pairs: its error says nothing); l = 0 is never valid."""
-    x, m = grid.x.float(), grid.m.float()
-    G, T = x.shape[:2]
-    n = 1 << (2 * T - 1).bit_length()
-    fa, fb, fm = _spectrum(x * m, n), _spectrum(x * x * m, n), _spectrum(m, n)  # 3 transforms, not 8
-    sse = _xcorr(fb, fm, n, max_lag) + _xcorr(fm, fb, n, max_lag) - 2 * _xcorr(fa, fa, n, max_lag)  # (G, l, P, C)
-    pairs = _xcorr(fm, fm, n, max_lag)
-    sse, pairs = sse.clamp(min=0).sum((2, 3)), pairs.sum((2, 3)).round()  # (G, l)
-    per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1)  # (G,) cells/step
-    lags = torch.arange(max_lag + 1, device=x.device, dtype=x.dtype)
-    need = torch.maximum(torch.full_like(lags, grid.tau), lags / 2)
-    valid = (pairs / per_step[:, None] >= need) & (lags >= 1)
-    rmse = (sse / pairs.clamp(min=1)).sqrt()
-    return torch.where(valid, rmse, torch.full_like(rmse, float("inf"))).float(), valid
 
 
 def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,23 +67,6 @@ def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1) -> tuple[torch.Tenso
     return lag, err, torch.isfinite(err)
 
 
-def differences(grid: StepGrid) -> StepGrid:
-    """The first differences x[s] - x[s - 1] (seen where both steps are) as a `StepGrid` with the same spans."""
-    x = torch.cat([torch.zeros_like(grid.x[:, :1]), grid.x[:, 1:] - grid.x[:, :-1]], 1)
-    m = torch.cat([torch.zeros_like(grid.m[:, :1]), grid.m[:, 1:] & grid.m[:, :-1]], 1)
-    return StepGrid(torch.where(m, x, torch.zeros_like(x)), m, grid.group, grid.tau, grid.spans)
-
-
-def sample_lag_errors(grid: StepGrid, max_lag: int) -> torch.Tensor:
-    """`lag_errors` sample by sample (each over its own steps, not the batch's longest) -> rmse (G, max_lag + 1)."""
-    out = grid.x.new_full((grid.x.shape[0], max_lag + 1), float("inf"))
-    for g0, g1, steps in grid.spans:
-        if steps > 1:
-            rmse, _ = lag_errors(grid.part(g0, g1, steps), min(max_lag, steps - 1))
-            out[g0:g1, :rmse.shape[1]] = rmse
-    return out
-
-
 def sample_level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> torch.Tensor:
     """`level_errors` sample by sample -> (G, K, max_lead + 1)."""
     out = grid.x.new_full((grid.x.shape[0], lags.shape[1], max_lead + 1), float("inf"))
@@ -166,54 +80,6 @@ def sample_level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> to
 SMOOTH_WINDOWS = (1, 4)  # smoothed candidates: means over the last w * tau seen steps
 
 
-def moving_mean(grid: StepGrid, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal mean of the seen values over steps s - w + 1 .. s -> (y, has) (G, T, P, C); has: at least
-    ceil(w / 2) of those w steps seen (a mean of one stray reading is not a level)."""
-    x, m = grid.x.float(), grid.m.float()
-    zero = torch.zeros_like(x[:, :1])
-    cs = torch.cat([zero, torch.cumsum(x * m, 1)], 1)  # (G, T + 1, P, C)
-    cm = torch.cat([zero, torch.cumsum(m, 1)], 1)
-    T = x.shape[1]
-    lo = (torch.arange(1, T + 1, device=x.device) - w).clamp(min=0)
-    tot, cnt = cs[:, 1:] - cs[:, lo], cm[:, 1:] - cm[:, lo]
-    has = cnt >= (w + 1) // 2
-    return torch.where(has, tot / cnt.clamp(min=1), torch.zeros_like(tot)), has
-
-
-def smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torch.Tensor, torch.Tensor] | None = None
-                  ) -> torch.Tensor:
-    """In-context RMSE of "x[s] = mean of the w seen steps up to s - d" for d = 0..max_lead -> (G, max_lead + 1)
-    (inf where fewer than tau pairs). With w = 1 it is `lag_errors` of the values (persistence at lead d).
-    mean: `moving_mean(grid, w)` when the caller has it already."""
-    x, m = grid.x.float(), grid.m.float()
-    y, my = mean if mean is not None else moving_mean(grid, w)
-    my = my.float()
-    G, T = x.shape[:2]
-    n = 1 << (2 * T - 1).bit_length()
-    f_xxm, f_my, f_m = _spectrum(x * x * m, n), _spectrum(my, n), _spectrum(m, n)  # 6 transforms, not 8
-    f_yymy, f_xm, f_ymy = _spectrum(y * y * my, n), _spectrum(x * m, n), _spectrum(y * my, n)
-    sse = _xcorr(f_xxm, f_my, n, max_lead) + _xcorr(f_m, f_yymy, n, max_lead) - 2 * _xcorr(f_xm, f_ymy, n, max_lead)
-    pairs = _xcorr(f_m, f_my, n, max_lead)
-    sse, pairs = sse.clamp(min=0).sum((2, 3)), pairs.sum((2, 3)).round()
-    per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1)
-    valid = pairs / per_step[:, None] >= grid.tau
-    rmse = (sse / pairs.clamp(min=1)).sqrt()
-    return torch.where(valid, rmse, torch.full_like(rmse, float("inf")))
-
-
-def sample_smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """`smooth_errors` sample by sample -> (G, max_lead + 1); mean: `moving_mean(grid, w)` of the whole grid (causal,
-    so its first `steps` steps of a sample's groups are that sample's own moving mean)."""
-    out = grid.x.new_full((grid.x.shape[0], max_lead + 1), float("inf")).float()
-    y, has = mean
-    for g0, g1, steps in grid.spans:
-        if steps > 1:
-            part = (y[g0:g1, :steps], has[g0:g1, :steps])
-            e = smooth_errors(grid.part(g0, g1, steps), w, min(max_lead, steps - 1), part)
-            out[g0:g1, :e.shape[1]] = e
-    return out
-
-
 def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_ok: torch.Tensor, lead: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The smoothed candidates of every token: the mean of the last w * tau seen steps up to the end of its
@@ -225,7 +91,7 @@ def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_o
     vals, oks, errs, lags = [], [], [], []
     max_lead = max(1, int(lead.max()))  # one host sync for all windows
     for w in SMOOTH_WINDOWS:
-        y, has = moving_mean(grid, w * tau)
+        y, has = sample_moving_mean(grid, w * tau)
         flat = grid.group * T + end.clamp(0, T - 1)
         v = y.reshape(G * T, P, C).index_select(0, flat)  # (L, P, C)
         ok = has.reshape(G * T, P, C).index_select(0, flat) & src_ok[:, None, None]
@@ -403,5 +269,5 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     return LagParts(vals, avail, feats.to(values.dtype), lags)
 
 
-__all__ = ["LAG_FEATURES", "LagParts", "SMOOTH_WINDOWS", "StepGrid", "best_lags", "copy_at",
-           "lag_errors", "lag_parts", "level_errors", "moving_mean", "smooth_errors", "smooth_parts", "step_grid"]
+__all__ = ["LAG_FEATURES", "LagParts", "SMOOTH_WINDOWS", "best_lags", "copy_at", "lag_parts", "level_errors",
+           "smooth_parts"]
