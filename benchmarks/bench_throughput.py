@@ -15,8 +15,8 @@ state saving; the optimizer step is included.
   python benchmarks/bench_throughput.py                         # tiny, 0cf8bd6 vs HEAD, 600 steps (~25 min)
   python benchmarks/bench_throughput.py --steps 60 --eval-every 30 --chunk 30   # a quick look
 
-Writes benchmarks/results/throughput_<host>.csv (one row per tree and chunk: values/s, tokens/s) and
-loss_vs_data_<host>.csv / .png (validation losses against observed points seen).
+Writes benchmarks/results/throughput_<host>[_<tag>].csv (one row per tree and chunk: values/s, tokens/s) and
+loss_vs_data_<host>[_<tag>].csv / .png (validation losses against observed points seen).
 """
 from __future__ import annotations
 
@@ -231,6 +231,7 @@ def main() -> None:
     p.add_argument("--val-batches", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--override", action="append", default=[], help="extra key=value for both trees")
+    p.add_argument("--tag", default="", help="suffix of the result files (throughput_<host>_<tag>.csv, ...)")
     args = p.parse_args()
     if args.cmd == "_worker":
         return worker(args)
@@ -238,7 +239,7 @@ def main() -> None:
         p.error("--chunk must be a multiple of --eval-every")
     # the held-out datasets, named explicitly: both trees read the same data whatever their defaults
     overrides = [f"data.heldout={','.join(HELDOUT)}", *args.override]
-    host = socket.gethostname().split(".")[0]
+    host = socket.gethostname().split(".")[0] + (f"_{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
