@@ -15,7 +15,7 @@ import unist.train.config
 from conftest import REPO
 from unist.model import UniST, create_model
 
-MAX_MODULE_LINES = 430
+MAX_MODULE_LINES = 400  # issue 15: "no module over ~400 lines" (the largest is 369)
 SOURCE_DIRS = ("unist", "kernels")
 HEAVY = ("unist.model", "unist.train", "unist.forecast", "unist.objectives", "unist.evaluation", "unist.release")
 

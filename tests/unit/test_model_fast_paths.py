@@ -9,7 +9,7 @@ from unist.model import create_model
 from unist.model.moe import Experts, MoEFeedForward, count_ids
 from unist.objectives import Pretrainer
 
-STEP_SYNC_BUDGET = 19  # unist_tiny fwd+bwd on CPU, 2026-12-04 (86 on 2026-12-03, 68 after the MoE counts, 67 at issue 15)
+STEP_SYNC_BUDGET = 12  # unist_tiny fwd+bwd on CPU, 2026-12-04 (86 on 2026-12-03, 68 after the MoE counts, 67 at issue 15, 19)
 
 
 def _batch(model, n: int = 4):

@@ -38,13 +38,15 @@ def mean_seen_values(values: torch.Tensor, seen: torch.Tensor, tau: int) -> tupl
 
 
 def latest_kept(keep: torch.Tensor, sample_id: torch.Tensor, space_index: torch.Tensor,
-                t_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                t_index: torch.Tensor, n_space: int | None = None, n_time: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """For every hidden token, the latest kept token at an earlier time of the same sample and spatial patch.
 
-    Returns src (L,) token index and ok (L,) (False for kept tokens and where there is none)."""
+    Returns src (L,) token index and ok (L,) (False for kept tokens and where there is none). n_space / n_time:
+    bounds on the patches (the caller's, from the batch's specs, save two host syncs)."""
     L = keep.numel()
-    n_space = int(space_index.max()) + 1
-    n_time = int(t_index.max()) + 1
+    n_space = n_space or int(space_index.max()) + 1
+    n_time = n_time or int(t_index.max()) + 1
     group = sample_id * n_space + space_index  # (L,) one group per (sample, spatial patch)
     order = torch.argsort(group * n_time + t_index)  # by group, then time
     pos = torch.arange(L, device=keep.device)

@@ -171,7 +171,7 @@ def _with_clock_lag(lag_g: torch.Tensor, err_g: torch.Tensor, rmse: torch.Tensor
     where that lag has a finite in-context error (0 / inf elsewhere)."""
     G, n = rmse.shape
     counts = torch.tensor([g1 - g0 for g0, g1, _ in grid.spans], device=lag_g.device)
-    day = torch.repeat_interleave(day_steps.to(lag_g.device).long(), counts)  # (G,) every sample has >= 1 group
+    day = torch.repeat_interleave(day_steps.to(lag_g.device).long(), counts, output_size=G)  # every sample has a group
     week = day * 7
     clock = torch.where((lag_g == day[:, None]).any(1), week, day)
     ok = (clock > 0) & (clock < n)
@@ -185,7 +185,7 @@ def _with_clock_lag(lag_g: torch.Tensor, err_g: torch.Tensor, rmse: torch.Tensor
 def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, sample_id: torch.Tensor,
               space_index: torch.Tensor, t_index: torch.Tensor, tau: int, num_samples: int, k: int,
               max_lag: int = 2048, day_steps: torch.Tensor | None = None, smooth: bool = False,
-              channels: torch.Tensor | None = None) -> LagParts:
+              channels: torch.Tensor | None = None, counts: tuple[list[int], list[int]] | None = None) -> LagParts:
     """`LagParts` of every token (see the module docstring).
 
     values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
@@ -195,14 +195,16 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     covers it and it is not among them already. smooth: append the smoothed candidates (`smooth_parts`) after the
     level-corrected copies. channels (B,): each sample's own channel count (default C): a candidate's coverage
     counts the sample's cells, not the channels a packed batch pads it with, so a window gets the same features
-    alone or packed with windows of more channels."""
+    alone or packed with windows of more channels. counts: the batch's exact per-sample (spatial, time) patch
+    counts (`TokenBatch.patch_counts`), which spare the host syncs of sizing the step grid."""
     L, S, C = values.shape
     with torch.no_grad():
         last_val, has = last_seen_values(values, seen, tau)  # (L, P, C)
-        persist_src, persist_ok = latest_kept(keep, sample_id, space_index, t_index)
+        bounds = (max(counts[0]), max(counts[1])) if counts else (None, None)
+        persist_src, persist_ok = latest_kept(keep, sample_id, space_index, t_index, *bounds)
         use_p = persist_ok[:, None, None] & has[persist_src]
         persist = expand_steps(torch.where(use_p, last_val[persist_src], torch.zeros_like(last_val)), tau)
-        grid = step_grid(values, seen, sample_id, space_index, t_index, tau, num_samples)
+        grid = step_grid(values, seen, sample_id, space_index, t_index, tau, num_samples, counts)
         T = grid.x.shape[1]
         rmse = sample_lag_errors(grid, min(max_lag, T - 1))  # (G, l)
         # periods are picked on the first differences (a trend or a wandering level makes every longer lag worse

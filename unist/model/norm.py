@@ -41,7 +41,7 @@ def instance_stats(values: torch.Tensor, mask: torch.Tensor, sample_id: torch.Te
 
 def location_stats(values: torch.Tensor, mask: torch.Tensor, sample_id: torch.Tensor, space_index: torch.Tensor,
                    num_samples: int, tau: int, min_std: float = 1e-2,
-                   floor: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+                   floor: float = 0.1, n_space: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-location (RevIN per variate) mean and std of the values where `mask` is True, broadcast to (L, S, C).
 
     A location is one spatial slot of one spatial patch of one sample (a grid cell, a graph node, a
@@ -55,7 +55,7 @@ def location_stats(values: torch.Tensor, mask: torch.Tensor, sample_id: torch.Te
         return values.new_zeros(L, S, C), values.new_ones(L, S, C)
     P = S // tau
     s_mean, s_std = instance_stats(values, mask, sample_id, num_samples, min_std)  # (B, C)
-    n_space = int(space_index.max()) + 1
+    n_space = n_space or int(space_index.max()) + 1  # any bound >= the patches works; the caller's saves a sync
     group = sample_id * n_space + space_index  # (L,)
     G = num_samples * n_space
     m = mask.view(L, tau, P, C)

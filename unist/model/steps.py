@@ -7,6 +7,7 @@ steps (`sample_*`), since the dense grid is mostly padding. Used by `lags.py`.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -31,9 +32,11 @@ class StepGrid:
 
 
 def step_grid(values: torch.Tensor, seen: torch.Tensor, sample_id: torch.Tensor, space_index: torch.Tensor,
-              t_index: torch.Tensor, tau: int, num_samples: int) -> StepGrid:
+              t_index: torch.Tensor, tau: int, num_samples: int,
+              counts: tuple[list[int], list[int]] | None = None) -> StepGrid:
     """Scatter the tokens (L, S, C) (time-major slots, S = tau * P) into `StepGrid` (one group per sample and
-    spatial patch, numbered compactly)."""
+    spatial patch, numbered compactly). counts: the batch's exact per-sample (spatial, time) patch counts
+    (`TokenBatch.patch_counts` of a patchified batch) when the caller has them: no host sync."""
     L, S, C = values.shape
     P = S // tau
     n_space = torch.zeros(num_samples, dtype=torch.long, device=values.device).scatter_reduce(
@@ -42,8 +45,8 @@ def step_grid(values: torch.Tensor, seen: torch.Tensor, sample_id: torch.Tensor,
         0, sample_id, t_index + 1, "amax")  # (B,) time patches per sample
     offset = torch.cumsum(n_space, 0) - n_space
     group = offset[sample_id] + space_index  # (L,)
-    sizes = torch.stack([n_space, n_time]).tolist()  # the one host sync: shapes of the dense grid
-    ends = torch.cumsum(torch.tensor(sizes[0]), 0).tolist()
+    sizes = list(counts) if counts is not None else torch.stack([n_space, n_time]).tolist()  # else one host sync
+    ends = list(itertools.accumulate(sizes[0]))
     spans = tuple((a - b, a, t * tau) for a, b, t in zip(ends, sizes[0], sizes[1]) if b)
     G, T = ends[-1], max(sizes[1])
     x = values.new_zeros(G, T, S, C)

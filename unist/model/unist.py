@@ -133,8 +133,10 @@ class UniST(PretrainedMixin, nn.Module):
         if not self.config.instance_norm:
             return batch, torch.zeros_like(v), torch.ones_like(v)
         if self.config.norm_scope == "location":
+            counts = batch.patch_counts()
             mean, std = location_stats(v, seen, batch.sample_id, batch.space_index, batch.num_samples,
-                                       self.config.patch.time_patch, floor=self.config.norm_floor)
+                                       self.config.patch.time_patch, floor=self.config.norm_floor,
+                                       n_space=max(counts[0]) if counts else None)
         else:
             mean, std = instance_stats(v, seen, batch.sample_id, batch.num_samples)
             mean, std = per_token(mean, batch.sample_id, v.shape[1]), per_token(std, batch.sample_id, v.shape[1])
@@ -175,7 +177,7 @@ class UniST(PretrainedMixin, nn.Module):
                     if batch.specs else None)  # (B,) host-side: no sync
         return lag_parts(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
                          cfg.patch.time_patch, batch.num_samples, cfg.lag_candidates, cfg.max_lag, day,
-                         smooth=cfg.lag_smooth, channels=channels)
+                         smooth=cfg.lag_smooth, channels=channels, counts=batch.patch_counts())
 
     def lag_copy(self, copy: LagParts, h: torch.Tensor | None = None) -> torch.Tensor:
         """The lag copy (L, S, C): its candidates weighted by the scorer's rule on their in-context backtest

@@ -56,7 +56,8 @@ def random_mask(batch: TokenBatch, ratio: float) -> torch.Tensor:
 def tube_mask(batch: TokenBatch, ratio: float) -> torch.Tensor:
     sid, B = batch.sample_id, batch.num_samples
     n_space = per_sample_max(batch.space_index, sid, B) + 1  # (B,)
-    width = int(n_space.max()) if B else 0  # the one host sync: how many scores to draw
+    counts = batch.patch_counts()  # host-side from the specs; else one host sync
+    width = (max(counts[0]) if counts else int(n_space.max())) if B else 0  # how many scores to draw
     score = torch.rand(B, width, device=sid.device)  # one score per (sample, spatial patch)
     group = torch.arange(B, device=sid.device)[:, None].expand(B, width)
     valid = torch.arange(width, device=sid.device)[None] < n_space[:, None]

@@ -66,6 +66,14 @@ class TokenBatch:
     def num_samples(self) -> int:
         return int(self.cu_seqlens.numel() - 1)
 
+    def patch_counts(self) -> tuple[list[int], list[int]] | None:
+        """Per sample (spatial patches, time patches), read from the specs on the host (no device read), or None
+        for a batch without specs. Exact for a patchified batch; after `select` they still describe the full
+        samples (an upper bound for the kept tokens)."""
+        if len(self.specs) != self.num_samples:
+            return None
+        return [s.space.n_space for s in self.specs], [s.n_time for s in self.specs]
+
     def validate(self) -> "TokenBatch":
         """Check the invariants in the module docstring; return self, or raise ValueError naming the problem."""
         L, S, C = self.values.shape if self.values.ndim == 3 else (None, None, None)
