@@ -21,7 +21,8 @@ def is_frame(data: Any) -> bool:
     return type(data).__name__ == "DataFrame" and hasattr(data, "columns")
 
 
-def array_series(values: np.ndarray, name: str = "array", interval_minutes: float | None = None) -> STSeries:
+def array_series(values: np.ndarray, name: str = "array", interval_minutes: float | None = None,
+                 timestamps: np.ndarray | None = None) -> STSeries:
     """An STSeries from a numpy array (shapes in the module docstring); NaN marks a missing value."""
     v = np.asarray(values, dtype=np.float32)
     if v.ndim == 1:
@@ -35,7 +36,8 @@ def array_series(values: np.ndarray, name: str = "array", interval_minutes: floa
         raise DataError(f"array input has {int(np.isinf(v).sum())} inf value(s): mark missing values as NaN")
     mask = np.isfinite(v)
     return STSeries(values=np.where(mask, v, np.nan).astype(np.float32), mask=mask,
-                    layout="graph" if v.ndim == 3 else "grid", name=name, interval_minutes=interval_minutes)
+                    layout="graph" if v.ndim == 3 else "grid", name=name, interval_minutes=interval_minutes,
+                    timestamps=timestamps)
 
 
 def frame_series(df: Any, name: str = "frame") -> tuple[STSeries, list[Any]]:
@@ -62,11 +64,7 @@ def frame_series(df: Any, name: str = "frame") -> tuple[STSeries, list[Any]]:
             step = float(diffs[0])
         else:
             timestamps = None  # an irregular clock would mislead the time features: read periods from values
-    series = array_series(values, name=name, interval_minutes=step)
-    if timestamps is not None:
-        series = STSeries(values=series.values, mask=series.mask, layout="graph", name=name, timestamps=timestamps,
-                          interval_minutes=step)
-    return series, ids
+    return array_series(values, name=name, interval_minutes=step, timestamps=timestamps), ids
 
 
 def forecast_frame(df: Any, ids: list[Any], point: np.ndarray, samples: np.ndarray | None,

@@ -172,7 +172,7 @@ class PretrainedMixin:
         return url
 
     def _registry_name(self) -> str:
-        mine = {k: v for k, v in self.config.to_dict().items()}
+        mine = self.config.to_dict()
         for name in list_models():
             ref = get_config(name).to_dict()
             if all(_dotted(mine, k) == _dotted(ref, k) for k in ARCHITECTURE_FIELDS):
