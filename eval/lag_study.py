@@ -1,6 +1,6 @@
 """Validation-split study of the lag copy's forecasting policy: network as trained, self-checked, rule only, last value.
 
-    python eval/lag_study.py --checkpoint checkpoints/unist-tiny-3 --dataset metr_la_week --dataset era5_t2m_uk \
+    python eval/lag_study.py --checkpoint checkpoints/unist-tiny-4 --dataset metr_la_week --dataset era5_t2m_uk \
         --dataset de_pm10_rural --dataset paris_bikehire_daily
     python eval/lag_study.py --checkpoint checkpoints/unist-tiny-2 --smooth --dataset de_pm10_rural
 

@@ -114,6 +114,9 @@ class UniSTConfig:
     weighted by the decoder (`heads.LagScorer`); 0 = the head alone (an ablation).
     lag_smooth: the lag copy also offers the means of the last tau and 4 tau seen steps (`lags.smooth_parts`):
     on noisy series (air quality, counts) a level forecasts better than the last reading (unist-tiny-2 had none).
+    lag_fill: the lag copy also offers the fill candidates (`fill.py`): linear interpolation in time between the
+    seen steps around a hidden cell and the mean of the other seen cells of its token step (imputation, outages,
+    hidden tokens between visible ones; never the future). Releases up to unist-tiny-3 were trained without them.
     """
 
     d_model: int = 128
@@ -144,6 +147,7 @@ class UniSTConfig:
     lag_candidates: int = 4
     max_lag: int = 2048
     lag_smooth: bool = True
+    lag_fill: bool = True
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def last_seen_values(values: torch.Tensor, seen: torch.Tensor, tau: int) -> tupl
     last = torch.where(m, step, torch.full_like(step, -1)).amax(1)  # (L, P, C) latest seen step, -1 = none
     val = v.gather(1, last.clamp(min=0).unsqueeze(1)).squeeze(1)  # (L, P, C)
     has = last >= 0
-    return torch.where(has, val, torch.zeros_like(val)), has
+    return torch.where(has, val, 0), has
 
 
 def mean_seen_values(values: torch.Tensor, seen: torch.Tensor, tau: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,13 +86,13 @@ def tokens_per_day(minute: torch.Tensor, has_time: torch.Tensor, sample_id: torc
     per_day = DAY_MINUTES / dur.clamp(min=1e-6)
     whole = (per_day - per_day.round()).abs() < 1e-3
     ok = has0 & has1 & (dur > 0.5) & (dur < DAY_MINUTES - 0.5) & whole
-    return torch.where(ok, per_day.round(), torch.zeros_like(per_day)).long()
+    return torch.where(ok, per_day.round(), 0).long()
 
 
 def group_mean(x: torch.Tensor, valid: torch.Tensor, group: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of x (L, P, C) over the valid entries of each group's tokens -> (G,) means, (G,) any-valid."""
     w = valid.to(x.dtype)
-    total = x.new_zeros(num_groups).index_add_(0, group, torch.where(valid, x, torch.zeros_like(x)).sum((1, 2)))
+    total = x.new_zeros(num_groups).index_add_(0, group, torch.where(valid, x, 0).sum((1, 2)))
     count = x.new_zeros(num_groups).index_add_(0, group, w.sum((1, 2)))
     return total / count.clamp(min=1), count > 0
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .history import expand_steps, last_seen_values, latest_kept
+from .fill import fill_parts
 from .steps import (StepGrid, differences, lag_errors, sample_lag_errors, sample_moving_mean, sample_smooth_errors,
                     step_grid)
 
@@ -70,9 +71,9 @@ def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1) -> tuple[torch.Tenso
 def sample_level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> torch.Tensor:
     """`level_errors` sample by sample -> (G, K, max_lead + 1)."""
     out = grid.x.new_full((grid.x.shape[0], lags.shape[1], max_lead + 1), float("inf"))
-    for g0, g1, steps in grid.spans:
+    for g0, g1, steps, c in grid.spans:
         if steps > 1:
-            e = level_errors(grid.part(g0, g1, steps), lags[g0:g1], max_lead)
+            e = level_errors(grid.part(g0, g1, steps, c), lags[g0:g1], max_lead)
             out[g0:g1, :, :e.shape[2]] = e
     return out
 
@@ -97,7 +98,7 @@ def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_o
         ok = has.reshape(G * T, P, C).index_select(0, flat) & src_ok[:, None, None]
         e = sample_smooth_errors(grid, w * tau, max_lead, (y, has))[grid.group]  # (L, d)
         e = e.gather(1, lead.long().clamp(1, e.shape[1] - 1)[:, None])[:, 0]
-        vals.append(expand_steps(torch.where(ok, v, torch.zeros_like(v)), tau))
+        vals.append(expand_steps(torch.where(ok, v, 0), tau))
         oks.append(expand_steps(ok, tau))
         errs.append(e)
         lags.append(lead + (w * tau - 1) / 2)
@@ -141,9 +142,9 @@ def copy_at(grid: StepGrid, t_index: torch.Tensor, lags: torch.Tensor, shift: to
 
 @dataclass
 class LagParts:
-    """Candidates of every token: values (L, Q, S, C) and availability (L, Q, S, C) of Q = 2K + 1 (+ W) candidates
-    (P, the K lag copies, the K level-corrected copies, the W smoothed levels), features (L, Q, LAG_FEATURES) for
-    `LagScorer`."""
+    """Candidates of every token: values (L, Q, S, C) and availability (L, Q, S, C) of Q = 2K + 1 (+ W) (+ 2)
+    candidates (P, the K lag copies, the K level-corrected copies, the W smoothed levels, the 2 fill candidates of
+    `fill.py`), features (L, Q, LAG_FEATURES) for `LagScorer`."""
 
     values: torch.Tensor
     available: torch.Tensor
@@ -162,7 +163,7 @@ class LagParts:
         w = torch.softmax(logits, dim=-1).to(self.values.dtype)[:, :, None, None] * self.available
         den = w.sum(1)
         num = (w * self.values).sum(1)
-        return torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros_like(num))
+        return torch.where(den > 0, num / den.clamp(min=1e-12), 0)
 
 
 def _with_clock_lag(lag_g: torch.Tensor, err_g: torch.Tensor, rmse: torch.Tensor, day_steps: torch.Tensor,
@@ -170,14 +171,14 @@ def _with_clock_lag(lag_g: torch.Tensor, err_g: torch.Tensor, rmse: torch.Tensor
     """lags / errors (G, K) plus one column: the clock's day, or its week when the day is among the K already,
     where that lag has a finite in-context error (0 / inf elsewhere)."""
     G, n = rmse.shape
-    counts = torch.tensor([g1 - g0 for g0, g1, _ in grid.spans], device=lag_g.device)
+    counts = torch.tensor([g1 - g0 for g0, g1, _, _ in grid.spans], device=lag_g.device)
     day = torch.repeat_interleave(day_steps.to(lag_g.device).long(), counts, output_size=G)  # every sample has a group
     week = day * 7
     clock = torch.where((lag_g == day[:, None]).any(1), week, day)
     ok = (clock > 0) & (clock < n)
     err = rmse.gather(1, clock.clamp(0, n - 1)[:, None])[:, 0]
     ok &= torch.isfinite(err)
-    clock = torch.where(ok, clock, torch.zeros_like(clock))
+    clock = torch.where(ok, clock, 0)
     err = torch.where(ok, err, torch.full_like(err, float("inf")))
     return torch.cat([lag_g, clock[:, None]], 1), torch.cat([err_g, err[:, None]], 1)
 
@@ -185,7 +186,8 @@ def _with_clock_lag(lag_g: torch.Tensor, err_g: torch.Tensor, rmse: torch.Tensor
 def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, sample_id: torch.Tensor,
               space_index: torch.Tensor, t_index: torch.Tensor, tau: int, num_samples: int, k: int,
               max_lag: int = 2048, day_steps: torch.Tensor | None = None, smooth: bool = False,
-              channels: torch.Tensor | None = None, counts: tuple[list[int], list[int]] | None = None) -> LagParts:
+              fill: bool = False, channels: list[int] | None = None,
+              counts: tuple[list[int], list[int]] | None = None) -> LagParts:
     """`LagParts` of every token (see the module docstring).
 
     values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
@@ -193,25 +195,27 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     day_steps (B,): steps per day of each sample from its clock (0: none, e.g. no timestamps or daily data); the
     clock's day (else its week) joins the K lags found in the values as one more candidate where the context
     covers it and it is not among them already. smooth: append the smoothed candidates (`smooth_parts`) after the
-    level-corrected copies. channels (B,): each sample's own channel count (default C): a candidate's coverage
-    counts the sample's cells, not the channels a packed batch pads it with, so a window gets the same features
-    alone or packed with windows of more channels. counts: the batch's exact per-sample (spatial, time) patch
-    counts (`TokenBatch.patch_counts`), which spare the host syncs of sizing the step grid."""
+    level-corrected copies; fill: then interpolation in time and the cross-section mean (`fill.py`; only where
+    seen cells lie around a hidden one, so forecasts of the future do not change). channels (B,): each sample's own channel count, host-side (default C): a candidate's
+    coverage counts the sample's cells, and the backtests run over the sample's channels, not the ones a packed
+    batch pads it with, so a window gets the same features alone or packed with windows of more channels.
+    counts: the batch's exact per-sample (spatial, time) patch counts (`TokenBatch.patch_counts`), which spare the
+    host syncs of sizing the step grid."""
     L, S, C = values.shape
     with torch.no_grad():
         last_val, has = last_seen_values(values, seen, tau)  # (L, P, C)
         bounds = (max(counts[0]), max(counts[1])) if counts else (None, None)
         persist_src, persist_ok = latest_kept(keep, sample_id, space_index, t_index, *bounds)
         use_p = persist_ok[:, None, None] & has[persist_src]
-        persist = expand_steps(torch.where(use_p, last_val[persist_src], torch.zeros_like(last_val)), tau)
-        grid = step_grid(values, seen, sample_id, space_index, t_index, tau, num_samples, counts)
+        persist = expand_steps(torch.where(use_p, last_val[persist_src], 0), tau)
+        grid = step_grid(values, seen, sample_id, space_index, t_index, tau, num_samples, counts, channels)
         T = grid.x.shape[1]
         rmse = sample_lag_errors(grid, min(max_lag, T - 1))  # (G, l)
         # periods are picked on the first differences (a trend or a wandering level makes every longer lag worse
         # and pulls the dip of the raw errors off the period); the copies' features keep the raw errors
         picked = sample_lag_errors(differences(grid), min(max_lag, T - 1))
         lag_g, _, ok_g = best_lags(picked, k, min_lag=tau)  # (G, K); shorter lags: last value covers them
-        lag_g = torch.where(ok_g, lag_g, torch.zeros_like(lag_g))
+        lag_g = torch.where(ok_g, lag_g, 0)
         err_g = torch.where(ok_g, rmse.gather(1, lag_g), torch.full_like(rmse[:, :lag_g.shape[1]], float("inf")))
         if day_steps is not None:
             lag_g, err_g = _with_clock_lag(lag_g, err_g, rmse, day_steps, grid)
@@ -229,7 +233,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         past, past_ok = copy_at(grid, t_index, lags, shift)
         pair = now_ok & past_ok & ((lags > 0) & persist_ok[:, None])[:, :, None, None]
         P = S // tau
-        diff = torch.where(pair, now - past, torch.zeros_like(now)).view(L, k, tau, P, C)
+        diff = torch.where(pair, now - past, 0).view(L, k, tau, P, C)
         cnt = pair.view(L, k, tau, P, C).sum(2)
         level = (diff.sum(2) / cnt.clamp(min=1)).unsqueeze(2).expand(L, k, tau, P, C).reshape(L, k, S, C)
         level_ok = (cnt > 0).unsqueeze(2).expand(L, k, tau, P, C).reshape(L, k, S, C) & copy_ok
@@ -254,8 +258,15 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
             vals, avail = torch.cat([vals, sv.to(vals.dtype)], 1), torch.cat([avail, sok], 1)
             errs = torch.cat([errs, torch.where(torch.isfinite(serr), serr, torch.full_like(serr, 1e3))], 1)
             lag_all = torch.cat([lag_all, slag.clamp(min=1).to(lag_all.dtype)], 1)
+        if fill:
+            fv, fok, ferr, flag = fill_parts(grid, values, seen, t_index)
+            vals, avail = torch.cat([vals, fv.to(vals.dtype)], 1), torch.cat([avail, fok], 1)
+            errs = torch.cat([errs, torch.where(torch.isfinite(ferr), ferr, torch.full_like(ferr, 1e3))], 1)
+            lag_all = torch.cat([lag_all, flag.to(lag_all.dtype)], 1)
         Q = vals.shape[1]
-        cells = S * (channels[sample_id] if channels is not None else torch.full_like(sample_id, C))  # (L,)
+        own = (torch.tensor(channels, device=sample_id.device)[sample_id] if channels is not None
+               else torch.full_like(sample_id, C))
+        cells = S * own  # (L,)
         cover = avail.float().sum((2, 3)) / cells.to(values.dtype)[:, None]  # (L, Q): fraction of the sample's cells
         # prominence: the lag's error against the median error over all lags of the patch (a real period dips)
         med = torch.nanmedian(torch.where(torch.isfinite(rmse), rmse, torch.full_like(rmse, float("nan"))), 1).values
@@ -267,7 +278,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         feats = torch.cat([torch.log(errs + _EPS)[..., None], torch.log1p(lag_all)[..., None],
                            (lead[:, None] / lag_all.clamp(min=1)).clamp(max=4)[..., None], cover[..., None], kind,
                            torch.log1p(lead)[:, None, None].expand(L, Q, 1), prom[..., None]], -1)
-        feats = torch.where(avail.any(2).any(2)[..., None], feats, torch.zeros_like(feats))
+        feats = torch.where(avail.any(2).any(2)[..., None], feats, 0)
     return LagParts(vals, avail, feats.to(values.dtype), lags)
 
 

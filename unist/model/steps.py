@@ -1,7 +1,7 @@
 """The dense step grid of a packed batch and the in-context errors computed on it (the lag copy's backtests).
 
 `step_grid` scatters the tokens of every (sample, spatial patch) group into a dense step series; the error
-functions are FFT cross-correlations over it (`lag_errors`: the in-context RMSE of "x[s] = x[s - l]" for every
+functions are FFT cross-correlations over it, summed over slots and channels in the frequency domain (`lag_errors`: the in-context RMSE of "x[s] = x[s - l]" for every
 lag at once; `smooth_errors`: the same for a causal moving mean), run sample by sample over each sample's own
 steps (`sample_*`), since the dense grid is mostly padding. Used by `lags.py`.
 """
@@ -24,19 +24,24 @@ class StepGrid:
     m: torch.Tensor
     group: torch.Tensor
     tau: int
-    spans: tuple[tuple[int, int, int], ...] = ()  # per sample: (first group, last group + 1, its steps)
+    # per sample: (first group, last group + 1, its steps, its channels); a packed batch pads every sample to the
+    # batch's longest steps and most channels, and the backtests run over each sample's own
+    spans: tuple[tuple[int, int, int, int], ...] = ()
 
-    def part(self, g0: int, g1: int, steps: int) -> "StepGrid":
-        """Groups g0..g1-1 and their first `steps` steps (one sample, without the batch's time padding)."""
-        return StepGrid(self.x[g0:g1, :steps], self.m[g0:g1, :steps], self.group, self.tau)
+    def part(self, g0: int, g1: int, steps: int, channels: int | None = None) -> "StepGrid":
+        """Groups g0..g1-1, their first `steps` steps and `channels` channels (one sample, without the batch's
+        padding)."""
+        return StepGrid(self.x[g0:g1, :steps, :, :channels], self.m[g0:g1, :steps, :, :channels], self.group,
+                        self.tau)
 
 
 def step_grid(values: torch.Tensor, seen: torch.Tensor, sample_id: torch.Tensor, space_index: torch.Tensor,
               t_index: torch.Tensor, tau: int, num_samples: int,
-              counts: tuple[list[int], list[int]] | None = None) -> StepGrid:
+              counts: tuple[list[int], list[int]] | None = None, channels: list[int] | None = None) -> StepGrid:
     """Scatter the tokens (L, S, C) (time-major slots, S = tau * P) into `StepGrid` (one group per sample and
     spatial patch, numbered compactly). counts: the batch's exact per-sample (spatial, time) patch counts
-    (`TokenBatch.patch_counts` of a patchified batch) when the caller has them: no host sync."""
+    (`TokenBatch.patch_counts` of a patchified batch) when the caller has them: no host sync. channels: each
+    sample's own channel count (default: all C), so its backtests skip the channels packing pads it with."""
     L, S, C = values.shape
     P = S // tau
     n_space = torch.zeros(num_samples, dtype=torch.long, device=values.device).scatter_reduce(
@@ -47,23 +52,29 @@ def step_grid(values: torch.Tensor, seen: torch.Tensor, sample_id: torch.Tensor,
     group = offset[sample_id] + space_index  # (L,)
     sizes = list(counts) if counts is not None else torch.stack([n_space, n_time]).tolist()  # else one host sync
     ends = list(itertools.accumulate(sizes[0]))
-    spans = tuple((a - b, a, t * tau) for a, b, t in zip(ends, sizes[0], sizes[1]) if b)
+    chans = channels if channels is not None else [C] * len(sizes[0])
+    spans = tuple((a - b, a, t * tau, c) for a, b, t, c in zip(ends, sizes[0], sizes[1], chans) if b)
     G, T = ends[-1], max(sizes[1])
     x = values.new_zeros(G, T, S, C)
     m = torch.zeros(G, T, S, C, dtype=torch.bool, device=values.device)
-    x[group, t_index] = torch.where(seen, values, torch.zeros_like(values))
+    x[group, t_index] = torch.where(seen, values, 0)
     m[group, t_index] = seen
     return StepGrid(x.view(G, T * tau, P, C), m.view(G, T * tau, P, C), group, tau, spans)
 
 
-def xcorr(fu: torch.Tensor, fv: torch.Tensor, n: int, max_lag: int) -> torch.Tensor:
-    """R(l) = sum_s u[s + l] v[s] for l = 0..max_lag over dim 1, from the spectra fu, fv = `spectrum(u / v, n)` of
-    (G, T, ...) tensors -> (G, max_lag + 1, ...). Callers transform each distinct input once."""
-    return torch.fft.irfft(fu * fv.conj(), n=n, dim=1)[:, :max_lag + 1]
-
-
 def spectrum(u: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.fft.rfft(u, n=n, dim=1)
+    """rfft over the steps (dim 1) of a (G, T, ...) tensor, zero-padded to n -> (G, ..., n // 2 + 1): time moved
+    last, so the transform runs over contiguous memory."""
+    return torch.fft.rfft(u.movedim(1, -1), n=n, dim=-1)
+
+
+def summed(spec: torch.Tensor, n: int, max_lag: int) -> torch.Tensor:
+    """Cross-correlations from a cross-spectrum (G, ..., n // 2 + 1) of `spectrum`s, summed over its middle (slot,
+    channel) dims -> (G, max_lag + 1): R(l) = sum_s u[s + l] v[s] from spectrum(u) * spectrum(v).conj().
+
+    The inverse transform is linear, so summing the columns before it gives the summed cross-correlations with one
+    inverse transform per group instead of one per column (P * C of them)."""
+    return torch.fft.irfft(spec.flatten(1, -2).sum(1), n=n, dim=-1)[:, :max_lag + 1]
 
 
 def lag_errors(grid: StepGrid, max_lag: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,9 +86,9 @@ def lag_errors(grid: StepGrid, max_lag: int) -> tuple[torch.Tensor, torch.Tensor
     G, T = x.shape[:2]
     n = 1 << (2 * T - 1).bit_length()
     fa, fb, fm = spectrum(x * m, n), spectrum(x * x * m, n), spectrum(m, n)  # 3 transforms, not 8
-    sse = xcorr(fb, fm, n, max_lag) + xcorr(fm, fb, n, max_lag) - 2 * xcorr(fa, fa, n, max_lag)  # (G, l, P, C)
-    pairs = xcorr(fm, fm, n, max_lag)
-    sse, pairs = sse.clamp(min=0).sum((2, 3)), pairs.sum((2, 3)).round()  # (G, l)
+    # R(m x^2, m) + R(m, m x^2) - 2 R(m x, m x): the first two are conjugate spectra, so their sum is 2 Re(.)
+    sse = summed(2 * (fb * fm.conj()).real - 2 * (fa * fa.conj()).real, n, max_lag).clamp(min=0)  # (G, l)
+    pairs = summed((fm * fm.conj()).real, n, max_lag).round()
     per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1)  # (G,) cells/step
     lags = torch.arange(max_lag + 1, device=x.device, dtype=x.dtype)
     need = torch.maximum(torch.full_like(lags, grid.tau), lags / 2)
@@ -90,15 +101,15 @@ def differences(grid: StepGrid) -> StepGrid:
     """The first differences x[s] - x[s - 1] (seen where both steps are) as a `StepGrid` with the same spans."""
     x = torch.cat([torch.zeros_like(grid.x[:, :1]), grid.x[:, 1:] - grid.x[:, :-1]], 1)
     m = torch.cat([torch.zeros_like(grid.m[:, :1]), grid.m[:, 1:] & grid.m[:, :-1]], 1)
-    return StepGrid(torch.where(m, x, torch.zeros_like(x)), m, grid.group, grid.tau, grid.spans)
+    return StepGrid(torch.where(m, x, 0), m, grid.group, grid.tau, grid.spans)
 
 
 def sample_lag_errors(grid: StepGrid, max_lag: int) -> torch.Tensor:
     """`lag_errors` sample by sample (each over its own steps, not the batch's longest) -> rmse (G, max_lag + 1)."""
     out = grid.x.new_full((grid.x.shape[0], max_lag + 1), float("inf"))
-    for g0, g1, steps in grid.spans:
+    for g0, g1, steps, c in grid.spans:
         if steps > 1:
-            rmse, _ = lag_errors(grid.part(g0, g1, steps), min(max_lag, steps - 1))
+            rmse, _ = lag_errors(grid.part(g0, g1, steps, c), min(max_lag, steps - 1))
             out[g0:g1, :rmse.shape[1]] = rmse
     return out
 
@@ -114,7 +125,7 @@ def moving_mean(grid: StepGrid, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     lo = (torch.arange(1, T + 1, device=x.device) - w).clamp(min=0)
     tot, cnt = cs[:, 1:] - cs[:, lo], cm[:, 1:] - cm[:, lo]
     has = cnt >= (w + 1) // 2
-    return torch.where(has, tot / cnt.clamp(min=1), torch.zeros_like(tot)), has
+    return torch.where(has, tot / cnt.clamp(min=1), 0), has
 
 
 def sample_moving_mean(grid: StepGrid, w: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +133,8 @@ def sample_moving_mean(grid: StepGrid, w: int) -> tuple[torch.Tensor, torch.Tens
     (4-25 % filled on tiny's training batches), which the causal means need not run over. Steps past a sample's
     end read (0, False); nothing reads them."""
     y, has = torch.zeros_like(grid.x, dtype=torch.float32), torch.zeros_like(grid.m)
-    for g0, g1, steps in grid.spans:
-        y[g0:g1, :steps], has[g0:g1, :steps] = moving_mean(grid.part(g0, g1, steps), w)
+    for g0, g1, steps, c in grid.spans:
+        y[g0:g1, :steps, :, :c], has[g0:g1, :steps, :, :c] = moving_mean(grid.part(g0, g1, steps, c), w)
     return y, has
 
 
@@ -139,13 +150,44 @@ def smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torch.Tenso
     n = 1 << (2 * T - 1).bit_length()
     f_xxm, f_my, f_m = spectrum(x * x * m, n), spectrum(my, n), spectrum(m, n)  # 6 transforms, not 8
     f_yymy, f_xm, f_ymy = spectrum(y * y * my, n), spectrum(x * m, n), spectrum(y * my, n)
-    sse = xcorr(f_xxm, f_my, n, max_lead) + xcorr(f_m, f_yymy, n, max_lead) - 2 * xcorr(f_xm, f_ymy, n, max_lead)
-    pairs = xcorr(f_m, f_my, n, max_lead)
-    sse, pairs = sse.clamp(min=0).sum((2, 3)), pairs.sum((2, 3)).round()
+    sse = summed(f_xxm * f_my.conj() + f_m * f_yymy.conj() - 2 * f_xm * f_ymy.conj(), n, max_lead).clamp(min=0)
+    pairs = summed(f_m * f_my.conj(), n, max_lead).round()
     per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1)
     valid = pairs / per_step[:, None] >= grid.tau
     rmse = (sse / pairs.clamp(min=1)).sqrt()
     return torch.where(valid, rmse, torch.full_like(rmse, float("inf")))
+
+
+def interpolate(grid: StepGrid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linear interpolation in time between the nearest seen steps before and after each step, column by column
+    (the field's first imputation baseline) -> values, available (G, T, P, C) and the gap next - prev (G, T, P, C).
+
+    Only seen cells enter; a step with no seen step on one side (the future of a forecast) has none. A seen step
+    is interpolated from its neighbours, not itself."""
+    x, m = grid.x, grid.m
+    G, T = x.shape[:2]
+    pos = torch.arange(T, device=x.device).view(1, T, *([1] * (x.dim() - 2)))
+    at = torch.where(m, pos, -1)
+    prev = torch.cat([torch.full_like(at[:, :1], -1), at.cummax(1).values[:, :-1]], 1)  # last seen step < s
+    after = torch.where(m, pos, T).flip(1).cummin(1).values.flip(1)
+    nxt = torch.cat([after[:, 1:], torch.full_like(after[:, :1], T)], 1)  # first seen step > s
+    ok = (prev >= 0) & (nxt < T)
+    lo, hi = prev.clamp(0, T - 1), nxt.clamp(0, T - 1)
+    a, b = x.gather(1, lo), x.gather(1, hi)
+    gap = (hi - lo).clamp(min=1)
+    y = a + (b - a) * (pos - lo).to(x.dtype) / gap.to(x.dtype)
+    return torch.where(ok, y, 0.0), ok, torch.where(ok, gap, 0)
+
+
+def interpolation_errors(grid: StepGrid) -> torch.Tensor:
+    """In-context RMSE of interpolating a seen step from its two seen neighbours, (x[s - 1] + x[s + 1]) / 2, per
+    group -> (G,) (inf where no step has both neighbours seen)."""
+    x, m = grid.x.float(), grid.m
+    both = m[:, 1:-1] & m[:, :-2] & m[:, 2:]
+    e = torch.where(both, x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:]), 0.0)
+    n = both.flatten(1).sum(1)
+    rmse = (e.square().flatten(1).sum(1) / n.clamp(min=1)).sqrt()
+    return torch.where(n > 0, rmse, torch.full_like(rmse, float("inf")))
 
 
 def sample_smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -153,13 +195,14 @@ def sample_smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torc
     causal moving mean over its first `steps` steps)."""
     out = grid.x.new_full((grid.x.shape[0], max_lead + 1), float("inf")).float()
     y, has = mean
-    for g0, g1, steps in grid.spans:
+    for g0, g1, steps, c in grid.spans:
         if steps > 1:
-            part = (y[g0:g1, :steps], has[g0:g1, :steps])
-            e = smooth_errors(grid.part(g0, g1, steps), w, min(max_lead, steps - 1), part)
+            part = (y[g0:g1, :steps, :, :c], has[g0:g1, :steps, :, :c])
+            e = smooth_errors(grid.part(g0, g1, steps, c), w, min(max_lead, steps - 1), part)
             out[g0:g1, :e.shape[1]] = e
     return out
 
 
-__all__ = ["StepGrid", "differences", "lag_errors", "moving_mean", "sample_lag_errors", "sample_moving_mean",
-           "sample_smooth_errors", "smooth_errors", "spectrum", "step_grid", "xcorr"]
+__all__ = ["StepGrid", "differences", "interpolate", "interpolation_errors", "lag_errors", "moving_mean",
+           "sample_lag_errors", "sample_moving_mean", "sample_smooth_errors", "smooth_errors", "spectrum", "step_grid",
+           "summed"]

@@ -173,11 +173,11 @@ class UniST(PretrainedMixin, nn.Module):
             return None
         day = tokens_per_day(day_minute(batch.time_feats), batch.has_time, batch.sample_id, batch.t_index,
                              batch.space_index, batch.num_samples) * cfg.patch.time_patch  # (B,) 0 = no clock
-        channels = (torch.tensor([s.num_channels for s in batch.specs], device=day.device)
-                    if batch.specs else None)  # (B,) host-side: no sync
+        channels = [s.num_channels for s in batch.specs] if batch.specs else None  # (B,) host-side: no sync
         return lag_parts(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
                          cfg.patch.time_patch, batch.num_samples, cfg.lag_candidates, cfg.max_lag, day,
-                         smooth=cfg.lag_smooth, channels=channels, counts=batch.patch_counts())
+                         smooth=cfg.lag_smooth, fill=cfg.lag_fill, channels=channels,
+                         counts=batch.patch_counts())
 
     def lag_copy(self, copy: LagParts, h: torch.Tensor | None = None) -> torch.Tensor:
         """The lag copy (L, S, C): its candidates weighted by the scorer's rule on their in-context backtest
