@@ -22,9 +22,6 @@ import torch
 
 from .steps import StepGrid, interpolate, interpolation_errors
 
-FILL_CANDIDATES = 2
-
-
 def own_steps(y: torch.Tensor, grid: StepGrid, t_index: torch.Tensor) -> torch.Tensor:
     """The steps of every token from a (G, T, P, C) step-grid tensor -> (L, tau * P, C)."""
     G, T, P, C = y.shape
@@ -76,4 +73,4 @@ def fill_parts(grid: StepGrid, values: torch.Tensor, seen: torch.Tensor, t_index
     return vals, torch.stack([iok, cok], 1), torch.stack([ierr, cerr], 1), torch.stack([igap, torch.ones_like(igap)], 1)
 
 
-__all__ = ["FILL_CANDIDATES", "cross_parts", "fill_parts", "interp_parts", "own_steps"]
+__all__ = ["cross_parts", "fill_parts", "interp_parts", "own_steps"]

@@ -196,9 +196,10 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     clock's day (else its week) joins the K lags found in the values as one more candidate where the context
     covers it and it is not among them already. smooth: append the smoothed candidates (`smooth_parts`) after the
     level-corrected copies; fill: then interpolation in time and the cross-section mean (`fill.py`; only where
-    seen cells lie around a hidden one, so forecasts of the future do not change). channels (B,): each sample's own channel count, host-side (default C): a candidate's
-    coverage counts the sample's cells, and the backtests run over the sample's channels, not the ones a packed
-    batch pads it with, so a window gets the same features alone or packed with windows of more channels.
+    seen cells lie around a hidden one, so forecasts of the future do not change). channels (B,): each sample's
+    own channel count, host-side (default C): a candidate's coverage counts the sample's cells, and the backtests
+    run over the sample's channels, not the ones a packed batch pads it with, so a window gets the same features
+    alone or packed with windows of more channels.
     counts: the batch's exact per-sample (spatial, time) patch counts (`TokenBatch.patch_counts`), which spare the
     host syncs of sizing the step grid."""
     L, S, C = values.shape

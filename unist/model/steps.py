@@ -1,9 +1,11 @@
 """The dense step grid of a packed batch and the in-context errors computed on it (the lag copy's backtests).
 
 `step_grid` scatters the tokens of every (sample, spatial patch) group into a dense step series; the error
-functions are FFT cross-correlations over it, summed over slots and channels in the frequency domain (`lag_errors`: the in-context RMSE of "x[s] = x[s - l]" for every
-lag at once; `smooth_errors`: the same for a causal moving mean), run sample by sample over each sample's own
-steps (`sample_*`), since the dense grid is mostly padding. Used by `lags.py`.
+functions are FFT cross-correlations over it, summed over slots and channels in the frequency domain
+(`lag_errors`: the in-context RMSE of "x[s] = x[s - l]" for every lag at once; `smooth_errors`: the same for a
+causal moving mean), run sample by sample over each sample's own steps and channels (`sample_*`), since the dense
+grid is mostly padding; `interpolate` / `interpolation_errors` serve the fill candidates (`fill.py`). Used by
+`lags.py`.
 """
 from __future__ import annotations
 
