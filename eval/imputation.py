@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--allow-contaminated", action="store_true",
                     help="evaluate datasets the checkpoint was trained on (flagged contaminated)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fill", choices=("release", "on", "off"), default="release",
+                    help="the lag copy's fill candidates (model.lag_fill): as the release was trained (default), or "
+                         "switched on/off, e.g. on for a release trained without them (unist-tiny-3)")
     ap.add_argument("--device", type=device, default="cpu")
     ap.add_argument("--threads", type=positive_int, help="torch CPU threads (on a busy shared CPU, 1 is often faster)")
     ap.add_argument("--out", default="results.json", help="JSON path (results.md is written next to it)")
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     try:
         ckpt = load_checkpoint(a.checkpoint, a.device)
+        if a.fill != "release":  # weights untouched: the candidates have no parameters of their own
+            ckpt.model.model.config.lag_fill = a.fill == "on"
         results = {"checkpoint": ckpt.describe(), "settings": {k: v for k, v in vars(a).items() if k != "out"},
                    "results": [evaluate_source(ckpt, src, a) for src in a.dataset]}
     except USER_ERRORS as e:
