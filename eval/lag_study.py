@@ -3,10 +3,14 @@
     python eval/lag_study.py --checkpoint checkpoints/unist-tiny-4 --dataset metr_la_week --dataset era5_t2m_uk \
         --dataset de_pm10_rural --dataset paris_bikehire_daily
     python eval/lag_study.py --checkpoint checkpoints/unist-tiny-2 --smooth --dataset de_pm10_rural
+    python eval/lag_study.py --checkpoint checkpoints/unist-tiny-4 --lag-error mae --dataset runs/bursty_counts.npz
 
 Windows have their targets in the validation split (steps 60-80 %, `make_windows(split="val")`), never the test
 split: this is where the policy (ForecastPolicy.correction, lag_smooth) is chosen (docs/LOG.md). --smooth switches the smoothed
-candidates on for a release trained without them. Prints one line of MAE per dataset.
+candidates on for a release trained without them; --lag-error sets the backtest error that weights the candidates
+(`UniSTConfig.lag_error`; releases up to unist-tiny-4 were trained with "rmse") and --lag-dip how deep a period's
+dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip). A dataset may be a unist .npz file,
+e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset.
 """
 from __future__ import annotations
 
@@ -44,12 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", action="append", required=True)
     ap.add_argument("--windows", type=int, default=16)
     ap.add_argument("--smooth", action="store_true", help="switch the smoothed-level candidates on (lag_smooth)")
+    ap.add_argument("--lag-error", choices=("mae", "rmse"), default=None,
+                    help="the lag copy's backtest error (default: the release's own)")
+    ap.add_argument("--lag-dip", type=float, default=None,
+                    help="how deep a period's dip must be (UniSTConfig.lag_dip; default: the release's own)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint).model  # a Forecaster; each column sets its own policy
     if args.smooth:
         model.model.config.lag_smooth = True
+    if args.lag_error:
+        model.model.config.lag_error = args.lag_error
+    if args.lag_dip is not None:
+        model.model.config.lag_dip = args.lag_dip
     for name in args.dataset:
         print(name, {k: round(v, 4) for k, v in study(model, name, args.windows).items()}, flush=True)
     return 0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the current release checkpoints/unist-tiny-4/ (lag copy + smoothed levels + fill candidates), end to end.
-# unist-tiny-3 was built by the same recipe before the fill candidates (model.lag_fill), unist-tiny-2 also before
-# the smoothed candidates (model.lag_smooth).
+# Build checkpoints/unist-tiny-5/ (lag copy with MAE backtests and the dip rule + smoothed levels + fill candidates),
+# end to end. unist-tiny-4 was built by the same recipe before the MAE backtests and the dip rule (model.lag_error=rmse
+# model.lag_dip=1), unist-tiny-3 also before the fill candidates (model.lag_fill), unist-tiny-2 also before the
+# smoothed candidates (model.lag_smooth).
 #   STEPS=4500 bash scripts/release_unist.sh          # train (~62-72 min on 2 CPU cores), export
 #   STEPS=100 RUN_DIR=/tmp/r bash scripts/release_unist.sh   # a quick rehearsal
 # Held out (never read in training): the validation sets (tuning) and the blind test sets of
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 STEPS="${STEPS:-4500}"
-NAME="${NAME:-unist-tiny-4}"
+NAME="${NAME:-unist-tiny-5}"
 RUN="${RUN_DIR:-runs}/$NAME-release"
 REL="${RELEASE:-checkpoints/$NAME}"
 HELDOUT=metr_la_week,era5_t2m_uk,de_pm10_rural,paris_bikehire_daily,flipping_a_pancake,beijing_air_12site,flu_bybw,us_climdiv_precip,nyc_bike1,realshort
@@ -21,5 +22,5 @@ $PY train/pretrain.py name=$NAME-release out_dir="${RUN_DIR:-runs}" train.steps=
   checkpoint.every=250 checkpoint.export=false logging.progress=false logging.print_every=50
 $PY -m unist.train.export export "$RUN/checkpoints" "$REL" --weights-dtype float16
 # The forecasting policy, chosen on the validation splits with eval/lag_study.py (docs/LOG.md): unist-tiny-4
-# forecasts with the self-check. POLICY=full keeps the network as trained (the export's default).
+# and unist-tiny-5 forecast with the self-check. POLICY=full keeps the network as trained (the export's default).
 $PY -m unist.train.export policy "$REL" correction="${POLICY:-checked}"

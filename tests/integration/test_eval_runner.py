@@ -3,6 +3,7 @@ schema, markdown, plot), the contamination audit, zero-shot purity (no parameter
 statistic) and few-shot fine-tuning. Real-data tests fail (not skip) under CI=true without the data."""
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import re
@@ -29,6 +30,8 @@ from unist.model import UniST, get_config
 from unist.model.hub import load_release
 from unist.release import FORMAT, FORMAT_VERSION, sha256_file
 
+from eval.bursty_counts import main as write_counts
+from eval.lag_study import main as lag_study
 from eval.zeroshot import main as cli_main_full
 
 
@@ -400,3 +403,18 @@ def test_lag_study_scores_the_validation_split(capsys):
     assert mod.main(["--checkpoint", "random:unist_tiny", "--dataset", POX, "--windows", "2", "--threads", "1"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(POX) and all(k in line for k in ("'net'", "'checked'", "'rule'", "'last_step'"))
+
+
+def test_lag_study_switches_the_backtest_error_on_synthetic_bursty_counts(tmp_path, capsys):
+    path = tmp_path / "bursty.npz"
+    assert write_counts([str(path)]) == 0
+    assert "82% zeros" in capsys.readouterr().out
+    s = load_series(path)
+    assert s.domain == "epidemic" and s.interval_minutes == 10080 and 0.7 < (s.values == 0).mean() < 0.9
+    rows = {}
+    for error in ("rmse", "mae"):
+        assert lag_study(["--checkpoint", "random:unist_tiny", "--dataset", str(path), "--windows", "2",
+                          "--threads", "1", "--lag-error", error]) == 0
+        rows[error] = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1].split(" ", 1)[1])
+    assert rows["rmse"]["last_step"] == rows["mae"]["last_step"]  # same windows
+    assert rows["rmse"]["rule"] != rows["mae"]["rule"]  # the untrained rule weights by the chosen error

@@ -15,6 +15,8 @@ from unist.errors import ConfigError
 from unist.kernels import BACKENDS
 from unist.patching.patcher import PatcherConfig
 
+from .lags import LAG_ERRORS
+
 MASK_STRATEGIES: tuple[str, ...] = ("random", "tube", "block", "temporal")
 """random: any tokens; tube: spatial patches over all time; block: a square spatial region over all
 time; temporal: the last (future) time patches, i.e. forecasting."""
@@ -117,6 +119,12 @@ class UniSTConfig:
     lag_fill: the lag copy also offers the fill candidates (`fill.py`): linear interpolation in time between the
     seen steps around a hidden cell and the mean of the other seen cells of its token step (imputation, outages,
     hidden tokens between visible ones; never the future). Releases up to unist-tiny-3 were trained without them.
+    lag_error: the in-context backtest error that weights the lag copy's candidates: 'mae' (mean |error|, what the
+    field scores; on skewed or intermittent series the RMSE favours mean-like candidates that lose in MAE) or
+    'rmse' (releases up to unist-tiny-4).
+    lag_dip: a period found in the values must dip to at most lag_dip times the median error over all lags
+    (`lags.best_lags`' depth; 1 = any dip, releases up to unist-tiny-4): on a series without a period every
+    ripple of the error curve is a dip, and copying it copies noise.
     """
 
     d_model: int = 128
@@ -148,6 +156,8 @@ class UniSTConfig:
     max_lag: int = 2048
     lag_smooth: bool = True
     lag_fill: bool = True
+    lag_error: str = "mae"
+    lag_dip: float = 0.8
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +201,10 @@ class UniSTConfig:
             raise ConfigError(f"lag_candidates={self.lag_candidates!r} must be an int >= 0 (0 = no lag copy)")
         if not isinstance(self.max_lag, int) or self.max_lag < 1:
             raise ConfigError(f"max_lag={self.max_lag!r} must be a positive int (longest lag the lag copy tries)")
+        if self.lag_error not in LAG_ERRORS:
+            raise ConfigError(f"lag_error={self.lag_error!r} unknown: use one of {LAG_ERRORS}")
+        if not 0.0 < self.lag_dip <= 1.0:
+            raise ConfigError(f"lag_dip={self.lag_dip} must be in (0, 1] (1 = any dip of the lag errors is a period)")
         if self.patch_codec not in PATCH_CODECS:
             raise ConfigError(f"patch_codec={self.patch_codec!r} unknown: use one of {PATCH_CODECS}")
         if self.masked_loss not in MASKED_LOSSES:

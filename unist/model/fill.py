@@ -30,26 +30,28 @@ def own_steps(y: torch.Tensor, grid: StepGrid, t_index: torch.Tensor) -> torch.T
     return y.reshape(G * T, P, C).index_select(0, rows).view(-1, tau * P, C)
 
 
-def interp_parts(grid: StepGrid, t_index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Interpolation in time -> values, available (L, tau * P, C), backtest RMSE (L,), mean gap (L,). Runs sample
-    by sample over each sample's own steps and channels (the dense grid of a packed batch is mostly padding)."""
+def interp_parts(grid: StepGrid, t_index: torch.Tensor, error: str = "rmse") -> tuple[torch.Tensor, ...]:
+    """Interpolation in time -> values, available (L, tau * P, C), backtest error (L,) (RMSE or MAE: `error`), mean
+    gap (L,). Runs sample by sample over each sample's own steps and channels (the dense grid of a packed batch is
+    mostly padding)."""
     y, ok = torch.zeros_like(grid.x), torch.zeros_like(grid.m)
     gap = torch.zeros(grid.x.shape, dtype=torch.long, device=grid.x.device)
     err = grid.x.new_full((grid.x.shape[0],), float("inf"))
     for g0, g1, steps, c in grid.spans or ((0, grid.x.shape[0], grid.x.shape[1], grid.x.shape[3]),):
         part = grid.part(g0, g1, steps, c)
         y[g0:g1, :steps, :, :c], ok[g0:g1, :steps, :, :c], gap[g0:g1, :steps, :, :c] = interpolate(part)
-        err[g0:g1] = interpolation_errors(part)
+        err[g0:g1] = interpolation_errors(part, error)
     v, v_ok = own_steps(y, grid, t_index), own_steps(ok, grid, t_index)
     g = own_steps(gap.to(y.dtype), grid, t_index)
     mean_gap = torch.where(v_ok, g, 0).sum((1, 2)) / v_ok.sum((1, 2)).clamp(min=1)
     return torch.where(v_ok, v, 0), v_ok, err[grid.group], mean_gap.clamp(min=1)
 
 
-def cross_parts(values: torch.Tensor, seen: torch.Tensor, tau: int, group: torch.Tensor, num_groups: int
-                ) -> tuple[torch.Tensor, ...]:
-    """The mean of the other seen slots of each token step -> values, available (L, S, C), backtest RMSE (L,)
-    (leave-one-out over the seen cells of the token's spatial patch; inf where none has a seen neighbour)."""
+def cross_parts(values: torch.Tensor, seen: torch.Tensor, tau: int, group: torch.Tensor, num_groups: int,
+                error: str = "rmse") -> tuple[torch.Tensor, ...]:
+    """The mean of the other seen slots of each token step -> values, available (L, S, C), backtest error (L,)
+    (RMSE or MAE: `error`; leave-one-out over the seen cells of the token's spatial patch; inf where none has a
+    seen neighbour)."""
     L, S, C = values.shape
     x = torch.where(seen, values, 0).float().view(L, tau, S // tau, C)
     m = seen.view(L, tau, S // tau, C)
@@ -58,17 +60,20 @@ def cross_parts(values: torch.Tensor, seen: torch.Tensor, tau: int, group: torch
     ok = others > 0
     scored = m & ok
     e = torch.where(scored, x - v, 0)
-    sse = x.new_zeros(num_groups).index_add_(0, group, e.square().sum((1, 2, 3)))
+    per = (e.abs() if error == "mae" else e.square()).sum((1, 2, 3))
+    tot = x.new_zeros(num_groups).index_add_(0, group, per)
     n = x.new_zeros(num_groups).index_add_(0, group, scored.sum((1, 2, 3)).to(x.dtype))
-    rmse = torch.where(n > 0, (sse / n.clamp(min=1)).sqrt(), float("inf"))
-    return torch.where(ok, v, 0).view(L, S, C).to(values.dtype), ok.view(L, S, C), rmse[group]
+    err = tot / n.clamp(min=1)
+    err = torch.where(n > 0, err if error == "mae" else err.sqrt(), float("inf"))
+    return torch.where(ok, v, 0).view(L, S, C).to(values.dtype), ok.view(L, S, C), err[group]
 
 
-def fill_parts(grid: StepGrid, values: torch.Tensor, seen: torch.Tensor, t_index: torch.Tensor
+def fill_parts(grid: StepGrid, values: torch.Tensor, seen: torch.Tensor, t_index: torch.Tensor, error: str = "rmse"
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Both fill candidates -> values, available (L, 2, S, C), backtest RMSE (L, 2), lag feature (L, 2)."""
-    iv, iok, ierr, igap = interp_parts(grid, t_index)
-    cv, cok, cerr = cross_parts(values, seen, grid.tau, grid.group, grid.x.shape[0])
+    """Both fill candidates -> values, available (L, 2, S, C), backtest error (L, 2) (`error`: "rmse" | "mae"),
+    lag feature (L, 2)."""
+    iv, iok, ierr, igap = interp_parts(grid, t_index, error)
+    cv, cok, cerr = cross_parts(values, seen, grid.tau, grid.group, grid.x.shape[0], error)
     vals = torch.stack([iv.to(values.dtype), cv], 1)
     return vals, torch.stack([iok, cok], 1), torch.stack([ierr, cerr], 1), torch.stack([igap, torch.ones_like(igap)], 1)
 

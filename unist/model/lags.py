@@ -14,10 +14,14 @@ decides how to combine them:
      level-corrected copy F_k + D_k (D_k: the last seen token minus the same steps l_k earlier);
   4. with last value P (and, with `smooth`, the means M_w of the last w = tau, 4 tau seen steps: on a noisy
      series a level beats one reading, `smooth_errors`) these are the 2K + 1 (+ 2) candidates; `LagScorer` weights them by a softmax over
-     logits from each candidate's features (its log RMSE, lag, lead/lag, coverage) and the decoder
-     features h of the token, and `LagParts.combine` mixes them slot by slot over the available ones.
+     logits from each candidate's features (its log backtest error at the token's lead, lag, lead/lag,
+     coverage) and the decoder features h of the token, and `LagParts.combine` mixes them slot by slot over the
+     available ones. The backtest error is the MAE (`error="mae"`, `UniSTConfig.lag_error`, from unist-tiny-5 on;
+     computed directly at the K lags and the tokens' leads, `steps.lag_mae`) or the FFT RMSE (releases up to
+     unist-tiny-4): on bursty counts the RMSE rewards mean-like candidates that lose in the MAE the forecast is
+     scored in.
 
-The scorer starts from the rule "weights proportional to RMSE^-4" (the sharpened Bates & Granger
+The scorer starts from the rule "weights proportional to error^-4" (the sharpened Bates & Granger
 combination), so an untrained model forecasts a backtest-weighted multi-lag ensemble; training
 moves the weights with the decoder features and adds the head's residual on top. Only `seen`
 cells (what the encoder sees) enter any candidate, error or feature, so no hidden target leaks.
@@ -30,21 +34,24 @@ import torch
 
 from .history import expand_steps, last_seen_values, latest_kept
 from .fill import fill_parts
-from .steps import (StepGrid, differences, lag_errors, sample_lag_errors, sample_moving_mean, sample_smooth_errors,
-                    step_grid)
+from .steps import (StepGrid, differences, lag_errors, lag_mae, sample_lag_errors, sample_moving_mean,
+                    sample_smooth_errors, sample_smooth_mae, step_grid)
 
-LAG_FEATURES = 8   # log rmse, log1p(lag), min(lead / lag, 4), coverage, is_persist, is_level, log1p(lead), prominence
+LAG_FEATURES = 8   # log error, log1p(lag), min(lead / lag, 4), coverage, is_persist, is_level, log1p(lead), prominence
 # local-minimum neighbourhood half-widths by lag: a period is a dip below its neighbours at its own scale
 _SCALES = ((16, 1), (64, 4), (256, 16), (1 << 30, 32))  # (lags below, half-width)
 _EPS = 1e-3
 
 
-def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1, depth: float = 1.0
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The k lags >= min_lag of lowest error among the dips of rmse (G, l) -> lags (G, k), their rmse, ok (G, k).
 
     A dip is a lag whose error is below the mean of its errors at +-w (w grows with the lag, `_SCALES`) and the
     deepest such lag within +-w: a period shows as a dip even on a rising error curve (a trend makes every
-    longer lag worse), and the ripples of a noisy curve around lag 90 do not crowd out the day at 288."""
+    longer lag worse), and the ripples of a noisy curve around lag 90 do not crowd out the day at 288. depth < 1:
+    a dip must also lie at most `depth` times the median error over all lags: on a series without a period (noise,
+    bursty counts) every ripple is a dip within a few % of the rest, and copying it copies noise."""
     G, n = rmse.shape
     lags = torch.arange(n, device=rmse.device)
     finite = torch.isfinite(rmse)
@@ -62,30 +69,43 @@ def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1) -> tuple[torch.Tenso
         chosen |= band & (dip < 0) & (dip <= deepest)
         lo = below
     ok = finite & chosen & (lags >= min_lag)
+    if depth < 1:
+        med = torch.nanmedian(torch.where(finite, rmse, torch.full_like(rmse, float("nan"))), 1).values  # (G,)
+        ok &= rmse <= depth * med[:, None]  # nan median (no finite lag): nothing is chosen
     score = torch.where(ok, rmse, torch.full_like(rmse, float("inf")))
     k = min(k, n)
     err, lag = torch.topk(score, k, dim=1, largest=False)
     return lag, err, torch.isfinite(err)
 
 
-def sample_level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> torch.Tensor:
-    """`level_errors` sample by sample -> (G, K, max_lead + 1)."""
-    out = grid.x.new_full((grid.x.shape[0], lags.shape[1], max_lead + 1), float("inf"))
+def sample_level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int, error: str = "rmse") -> torch.Tensor:
+    """`level_errors` sample by sample -> (G, K, max_lead + 1) ("rmse") or (G, K, max_lead // tau + 1) ("mae")."""
+    width = max_lead // grid.tau + 1 if error == "mae" else max_lead + 1
+    out = grid.x.new_full((grid.x.shape[0], lags.shape[1], width), float("inf"))
     for g0, g1, steps, c in grid.spans:
         if steps > 1:
-            e = level_errors(grid.part(g0, g1, steps, c), lags[g0:g1], max_lead)
+            e = level_errors(grid.part(g0, g1, steps, c), lags[g0:g1], max_lead, error)
             out[g0:g1, :, :e.shape[2]] = e
     return out
 
 
 SMOOTH_WINDOWS = (1, 4)  # smoothed candidates: means over the last w * tau seen steps
+LAG_ERRORS = ("mae", "rmse")  # the backtest error that weights the candidates (`UniSTConfig.lag_error`)
 
 
-def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_ok: torch.Tensor, lead: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def lead_steps(max_lead: int, tau: int, device: torch.device) -> torch.Tensor:
+    """The leads a token's backtests are needed at: a token lies a whole number of tokens after its last-value
+    token, so its lead is k * tau (k = 0 counts as 1) -> (max_lead // tau + 1,) = [1, tau, 2 tau, ...]; the lead
+    of a token is column lead // tau."""
+    return torch.arange(max_lead // tau + 1, device=device).mul(tau).clamp(min=1)
+
+
+
+def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_ok: torch.Tensor, lead: torch.Tensor,
+                 error: str = "rmse") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The smoothed candidates of every token: the mean of the last w * tau seen steps up to the end of its
     last-value token `src` (L,), for w in `SMOOTH_WINDOWS` -> values, available (L, W, tau * P, C), their
-    backtest errors at the token's lead (L, W) and effective lags (L, W) (lead + half the window)."""
+    backtest errors (`error`) at the token's lead (L, W) and effective lags (L, W) (lead + half the window)."""
     tau = grid.tau
     G, T, P, C = grid.x.shape
     end = (t_index[src] + 1) * tau - 1  # (L,) last step of the source token
@@ -96,8 +116,12 @@ def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_o
         flat = grid.group * T + end.clamp(0, T - 1)
         v = y.reshape(G * T, P, C).index_select(0, flat)  # (L, P, C)
         ok = has.reshape(G * T, P, C).index_select(0, flat) & src_ok[:, None, None]
-        e = sample_smooth_errors(grid, w * tau, max_lead, (y, has))[grid.group]  # (L, d)
-        e = e.gather(1, lead.long().clamp(1, e.shape[1] - 1)[:, None])[:, 0]
+        if error == "mae":
+            e = sample_smooth_mae(grid, lead_steps(max_lead, tau, lead.device), (y, has))[grid.group]  # (L, D)
+            e = e.gather(1, (lead.long() // tau).clamp(0, e.shape[1] - 1)[:, None])[:, 0]
+        else:
+            e = sample_smooth_errors(grid, w * tau, max_lead, (y, has))[grid.group]  # (L, d)
+            e = e.gather(1, lead.long().clamp(1, e.shape[1] - 1)[:, None])[:, 0]
         vals.append(expand_steps(torch.where(ok, v, 0), tau))
         oks.append(expand_steps(ok, tau))
         errs.append(e)
@@ -105,8 +129,9 @@ def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_o
     return torch.stack(vals, 1), torch.stack(oks, 1), torch.stack(errs, 1), torch.stack(lags, 1)
 
 
-def level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> torch.Tensor:
-    """In-context RMSE of each level-corrected copy at every lead: lags (G, K) -> (G, K, max_lead + 1).
+def level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int, error: str = "rmse") -> torch.Tensor:
+    """In-context RMSE of each level-corrected copy at every lead: lags (G, K) -> (G, K, max_lead + 1); with
+    error="mae" its MAE at the leads of `lead_steps` -> (G, K, max_lead // tau + 1).
 
     The level-corrected copy x[s - l] + (x[o] - x[o - l]) (o: the last seen step, lead d = s - o) is last value on
     the seasonal difference y[s] = x[s] - x[s - l], so its backtest is `lag_errors` of y at lag d."""
@@ -119,6 +144,9 @@ def level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int) -> torch.Ten
     past_m = grid.m.reshape(G * T, P, C).index_select(0, flat).view(G, K, T, P, C) & ok[..., None, None]
     y = StepGrid((grid.x[:, None] - past).view(G * K, T, P, C), (grid.m[:, None] & past_m).view(G * K, T, P, C),
                  grid.group, grid.tau)
+    if error == "mae":
+        leads = lead_steps(max_lead, grid.tau, lags.device)
+        return lag_mae(y, leads[None].expand(G * K, -1)).view(G, K, -1)
     rmse, _ = lag_errors(y, max(1, min(max_lead, T - 1)))
     return rmse.view(G, K, -1)
 
@@ -187,7 +215,8 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
               space_index: torch.Tensor, t_index: torch.Tensor, tau: int, num_samples: int, k: int,
               max_lag: int = 2048, day_steps: torch.Tensor | None = None, smooth: bool = False,
               fill: bool = False, channels: list[int] | None = None,
-              counts: tuple[list[int], list[int]] | None = None) -> LagParts:
+              counts: tuple[list[int], list[int]] | None = None, error: str = "rmse", dip: float = 1.0
+              ) -> LagParts:
     """`LagParts` of every token (see the module docstring).
 
     values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
@@ -201,7 +230,11 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     run over the sample's channels, not the ones a packed batch pads it with, so a window gets the same features
     alone or packed with windows of more channels.
     counts: the batch's exact per-sample (spatial, time) patch counts (`TokenBatch.patch_counts`), which spare the
-    host syncs of sizing the step grid."""
+    host syncs of sizing the step grid. error: the backtest error of every candidate, "rmse" or "mae" (`LAG_ERRORS`;
+    the periods are picked on the RMSE of every lag either way, and the prominence feature compares a candidate's
+    error with the median RMSE over all lags). dip: how deep a period's dip must be (`best_lags`' depth)."""
+    if error not in LAG_ERRORS:
+        raise ValueError(f"lag_parts: error={error!r} unknown: use one of {LAG_ERRORS}")
     L, S, C = values.shape
     with torch.no_grad():
         last_val, has = last_seen_values(values, seen, tau)  # (L, P, C)
@@ -215,7 +248,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         # periods are picked on the first differences (a trend or a wandering level makes every longer lag worse
         # and pulls the dip of the raw errors off the period); the copies' features keep the raw errors
         picked = sample_lag_errors(differences(grid), min(max_lag, T - 1))
-        lag_g, _, ok_g = best_lags(picked, k, min_lag=tau)  # (G, K); shorter lags: last value covers them
+        lag_g, _, ok_g = best_lags(picked, k, min_lag=tau, depth=dip)  # (G, K); shorter lags: last value covers them
         lag_g = torch.where(ok_g, lag_g, 0)
         err_g = torch.where(ok_g, rmse.gather(1, lag_g), torch.full_like(rmse[:, :lag_g.shape[1]], float("inf")))
         if day_steps is not None:
@@ -224,6 +257,8 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
             pad = k - lag_g.shape[1]
             lag_g = torch.cat([lag_g, lag_g.new_zeros(lag_g.shape[0], pad)], 1)
             err_g = torch.cat([err_g, err_g.new_full((err_g.shape[0], pad), float("inf"))], 1)
+        if error == "mae":  # same validity rule as the RMSE, so only the finite ones are recomputed
+            err_g = torch.where(torch.isfinite(err_g), lag_mae(grid, lag_g), err_g)
         k = lag_g.shape[1]
         lags, err = lag_g[grid.group], err_g[grid.group]  # (L, K)
         copy, copy_ok = copy_at(grid, t_index, lags)  # (L, K, S, C)
@@ -244,23 +279,29 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         # features
         lead = (t_index - t_index[persist_src]).clamp(min=0).to(values.dtype) * tau  # (L,) steps ahead of P's token
         G, lmax = rmse.shape
-        at = lead.long().clamp(1, lmax - 1)
-        p_err = rmse[grid.group, at]  # persistence at this lead ~ the lag-lead copy's error
+        max_lead = max(1, int(lead.max()))  # one host sync for every backtest at the tokens' leads
+        if error == "mae":
+            p_all = lag_mae(grid, lead_steps(max_lead, tau, lead.device)[None].expand(G, -1))  # (G, D)
+            p_err = p_all[grid.group, (lead.long() // tau).clamp(0, p_all.shape[1] - 1)]
+        else:
+            p_err = rmse[grid.group, lead.long().clamp(1, lmax - 1)]  # persistence at this lead = the lag-lead copy's
         p_err = torch.where(torch.isfinite(p_err), p_err, err[:, :1].squeeze(1).clamp(max=1e3))
         p_err = torch.where(torch.isfinite(p_err), p_err, torch.ones_like(p_err))
-        lvl_err = sample_level_errors(grid, lag_g, max(1, int(lead.max())))[grid.group]  # (L, K, l')
-        lvl_err = lvl_err.gather(2, lead.long().clamp(1, lvl_err.shape[2] - 1)[:, None, None].expand(L, k, 1))[..., 0]
+        lvl_err = sample_level_errors(grid, lag_g, max_lead, error)[grid.group]  # (L, K, leads)
+        col = (lead.long() // tau).clamp(0, lvl_err.shape[2] - 1) if error == "mae" else \
+            lead.long().clamp(1, lvl_err.shape[2] - 1)
+        lvl_err = lvl_err.gather(2, col[:, None, None].expand(L, k, 1))[..., 0]
         lvl_err = torch.where(torch.isfinite(lvl_err), lvl_err, err)
         errs = torch.cat([p_err[:, None], err, lvl_err], 1)  # (L, Q)
         errs = torch.where(torch.isfinite(errs), errs, torch.full_like(errs, 1e3))
         lag_all = torch.cat([lead[:, None].clamp(min=1), lags.to(values.dtype), lags.to(values.dtype)], 1)
         if smooth:
-            sv, sok, serr, slag = smooth_parts(grid, t_index, persist_src, persist_ok, lead)
+            sv, sok, serr, slag = smooth_parts(grid, t_index, persist_src, persist_ok, lead, error)
             vals, avail = torch.cat([vals, sv.to(vals.dtype)], 1), torch.cat([avail, sok], 1)
             errs = torch.cat([errs, torch.where(torch.isfinite(serr), serr, torch.full_like(serr, 1e3))], 1)
             lag_all = torch.cat([lag_all, slag.clamp(min=1).to(lag_all.dtype)], 1)
         if fill:
-            fv, fok, ferr, flag = fill_parts(grid, values, seen, t_index)
+            fv, fok, ferr, flag = fill_parts(grid, values, seen, t_index, error)
             vals, avail = torch.cat([vals, fv.to(vals.dtype)], 1), torch.cat([avail, fok], 1)
             errs = torch.cat([errs, torch.where(torch.isfinite(ferr), ferr, torch.full_like(ferr, 1e3))], 1)
             lag_all = torch.cat([lag_all, flag.to(lag_all.dtype)], 1)
@@ -283,5 +324,5 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     return LagParts(vals, avail, feats.to(values.dtype), lags)
 
 
-__all__ = ["LAG_FEATURES", "LagParts", "SMOOTH_WINDOWS", "best_lags", "copy_at", "lag_parts", "level_errors",
-           "smooth_parts"]
+__all__ = ["LAG_ERRORS", "LAG_FEATURES", "LagParts", "SMOOTH_WINDOWS", "best_lags", "copy_at", "lag_parts",
+           "lead_steps", "level_errors", "smooth_parts"]

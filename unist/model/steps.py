@@ -6,6 +6,12 @@ functions are FFT cross-correlations over it, summed over slots and channels in 
 causal moving mean), run sample by sample over each sample's own steps and channels (`sample_*`), since the dense
 grid is mostly padding; `interpolate` / `interpolation_errors` serve the fill candidates (`fill.py`). Used by
 `lags.py`.
+
+The backtests that weight the candidates measure either error (`UniSTConfig.lag_error`): "mae", the mean |error|
+(`pair_mae`, computed directly at the few lags and leads the candidates need: the field scores MAE, and on skewed
+or intermittent series the RMSE rewards mean-like candidates an MAE-scored forecast should not pick), or "rmse"
+(the FFT functions above, every lag at once). The periods themselves are always picked on the FFT errors of
+every lag.
 """
 from __future__ import annotations
 
@@ -181,15 +187,80 @@ def interpolate(grid: StepGrid) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return torch.where(ok, y, 0.0), ok, torch.where(ok, gap, 0)
 
 
-def interpolation_errors(grid: StepGrid) -> torch.Tensor:
-    """In-context RMSE of interpolating a seen step from its two seen neighbours, (x[s - 1] + x[s + 1]) / 2, per
-    group -> (G,) (inf where no step has both neighbours seen)."""
+def mean_error(e: torch.Tensor, n: torch.Tensor, error: str) -> torch.Tensor:
+    """Errors e summed over dims 1.. -> their RMSE ("rmse") or MAE ("mae") over n (G,) entries; inf where n = 0."""
+    tot = (e.abs() if error == "mae" else e.square()).flatten(1).sum(1)
+    val = tot / n.clamp(min=1)
+    val = val if error == "mae" else val.sqrt()
+    return torch.where(n > 0, val, torch.full_like(val, float("inf")))
+
+
+def interpolation_errors(grid: StepGrid, error: str = "rmse") -> torch.Tensor:
+    """In-context RMSE (or MAE: `error`) of interpolating a seen step from its two seen neighbours,
+    (x[s - 1] + x[s + 1]) / 2, per group -> (G,) (inf where no step has both neighbours seen)."""
     x, m = grid.x.float(), grid.m
     both = m[:, 1:-1] & m[:, :-2] & m[:, 2:]
     e = torch.where(both, x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:]), 0.0)
-    n = both.flatten(1).sum(1)
-    rmse = (e.square().flatten(1).sum(1) / n.clamp(min=1)).sqrt()
-    return torch.where(n > 0, rmse, torch.full_like(rmse, float("inf")))
+    return mean_error(e, both.flatten(1).sum(1), error)
+
+
+def pair_mae(x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, my: torch.Tensor, lags: torch.Tensor,
+             min_steps: torch.Tensor, chunk: int = 1 << 22) -> torch.Tensor:
+    """In-context mean |x[s] - y[s - l]| over the steps where both are seen, at each group's own lags: x, m, y, my
+    (G, T, P, C), lags (G, K) (< 0: none), min_steps (G, K): the steps of seen pairs a lag needs to count (per
+    step: seen cells / cells seen per step, as in `lag_errors`) -> (G, K), inf where invalid.
+
+    y = x gives the lag copy's error (`lag_errors` with MAE at K lags instead of RMSE at all); y = a causal mean
+    the smoothed level's at lead l. Runs in column chunks of about `chunk` elements of (G, K, T, P, C)."""
+    G, T, P, C = x.shape
+    K = lags.shape[1]
+    x, y = x.float(), y.float()
+    per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1).float()  # (G,)
+    s = torch.arange(T, device=x.device)
+    yf, mf = y.reshape(G * T, P, C), my.reshape(G * T, P, C)
+    out = []
+    step = max(1, chunk // max(1, G * T * P * C))
+    for k0 in range(0, K, step):
+        lag = lags[:, k0:k0 + step]  # (G, k)
+        src = s[None, None] - lag[:, :, None]  # (G, k, T)
+        ok = (src >= 0) & (lag[:, :, None] >= 0)
+        flat = (torch.arange(G, device=x.device)[:, None, None] * T + src.clamp(0, T - 1)).reshape(-1)
+        k = lag.shape[1]
+        past = yf.index_select(0, flat).view(G, k, T, P, C)
+        both = mf.index_select(0, flat).view(G, k, T, P, C) & ok[..., None, None] & m[:, None]
+        e = torch.where(both, (x[:, None] - past).abs(), 0).sum((2, 3, 4))
+        n = both.sum((2, 3, 4)).float()
+        valid = (n / per_step[:, None] >= min_steps[:, k0:k0 + step]) & (lag >= 0)
+        out.append(torch.where(valid, e / n.clamp(min=1), float("inf")))
+    return torch.cat(out, 1) if out else x.new_zeros(G, 0)
+
+
+def lag_mae(grid: StepGrid, lags: torch.Tensor) -> torch.Tensor:
+    """In-context MAE of the lag-l copy "x[s] = x[s - l]" at each group's lags (G, K) (0: none) -> (G, K), inf where
+    invalid (`lag_errors`' rule: seen pairs over at least max(tau, l / 2) steps), sample by sample over each
+    sample's own steps and channels."""
+    need = torch.maximum(torch.full_like(lags, grid.tau, dtype=torch.float32), lags.float() / 2)
+    out = grid.x.new_full(lags.shape, float("inf"), dtype=torch.float32)
+    for g0, g1, steps, c in grid.spans or ((0, grid.x.shape[0], grid.x.shape[1], grid.x.shape[3]),):
+        if steps > 1:
+            p = grid.part(g0, g1, steps, c)
+            out[g0:g1] = pair_mae(p.x, p.m, p.x, p.m, torch.where(lags[g0:g1] > 0, lags[g0:g1], -1), need[g0:g1])
+    return out
+
+
+def sample_smooth_mae(grid: StepGrid, leads: torch.Tensor, mean: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """In-context MAE of "x[s] = the causal mean up to s - d" at leads d (D,) -> (G, D), inf where fewer than tau
+    steps of pairs (`smooth_errors`' rule); mean: `sample_moving_mean`. Sample by sample."""
+    G, D = grid.x.shape[0], leads.numel()
+    out = grid.x.new_full((G, D), float("inf"), dtype=torch.float32)
+    y, has = mean
+    for g0, g1, steps, c in grid.spans or ((0, G, grid.x.shape[1], grid.x.shape[3]),):
+        if steps > 1:
+            p = grid.part(g0, g1, steps, c)
+            lag = leads[None].expand(g1 - g0, D)
+            out[g0:g1] = pair_mae(p.x, p.m, y[g0:g1, :steps, :, :c], has[g0:g1, :steps, :, :c], lag,
+                                  torch.full(lag.shape, float(grid.tau), device=lag.device))
+    return out
 
 
 def sample_smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -205,6 +276,6 @@ def sample_smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torc
     return out
 
 
-__all__ = ["StepGrid", "differences", "interpolate", "interpolation_errors", "lag_errors", "moving_mean",
-           "sample_lag_errors", "sample_moving_mean", "sample_smooth_errors", "smooth_errors", "spectrum", "step_grid",
-           "summed"]
+__all__ = ["StepGrid", "differences", "interpolate", "interpolation_errors", "lag_errors", "lag_mae", "mean_error",
+           "moving_mean", "pair_mae", "sample_lag_errors", "sample_moving_mean", "sample_smooth_errors",
+           "sample_smooth_mae", "smooth_errors", "spectrum", "step_grid", "summed"]
