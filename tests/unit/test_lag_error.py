@@ -11,7 +11,7 @@ from unist.data import STSeries
 from unist.errors import ConfigError
 from unist.model import UniSTConfig
 from unist.model.lags import best_lags, lag_parts, lead_steps, level_errors
-from unist.model.steps import StepGrid, lag_errors, lag_mae, moving_mean, sample_smooth_mae, smooth_errors
+from unist.model.steps import StepGrid, lag_errors, lag_mae, lead_mae, moving_mean, sample_smooth_mae, smooth_errors
 from unist.patching import PatcherConfig, UniversalPatcher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,3 +144,10 @@ def test_a_period_must_dip_below_the_median_lag_error():
     assert torch.isinf(err[0]).all()
     with pytest.raises(ConfigError, match="lag_dip=1.5 must be in"):
         UniSTConfig(lag_dip=1.5).validate()
+
+
+def test_lead_mae_slices_give_what_the_gather_gives():
+    grid = _grid(2)
+    leads = lead_steps(13, 4, torch.device("cpu"))  # [1, 4, 8, 12]
+    want = lag_mae(grid, leads[None].expand(grid.x.shape[0], -1))
+    torch.testing.assert_close(lead_mae(grid, leads.tolist()), want)

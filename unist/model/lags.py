@@ -34,7 +34,7 @@ import torch
 
 from .history import expand_steps, last_seen_values, latest_kept
 from .fill import fill_parts
-from .steps import (StepGrid, differences, lag_errors, lag_mae, sample_lag_errors, sample_moving_mean,
+from .steps import (StepGrid, differences, lag_errors, lag_mae, lead_mae, sample_lag_errors, sample_moving_mean,
                     sample_smooth_errors, sample_smooth_mae, step_grid)
 
 LAG_FEATURES = 8   # log error, log1p(lag), min(lead / lag, 4), coverage, is_persist, is_level, log1p(lead), prominence
@@ -145,8 +145,7 @@ def level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int, error: str =
     y = StepGrid((grid.x[:, None] - past).view(G * K, T, P, C), (grid.m[:, None] & past_m).view(G * K, T, P, C),
                  grid.group, grid.tau)
     if error == "mae":
-        leads = lead_steps(max_lead, grid.tau, lags.device)
-        return lag_mae(y, leads[None].expand(G * K, -1)).view(G, K, -1)
+        return lead_mae(y, lead_steps(max_lead, grid.tau, lags.device).tolist()).view(G, K, -1)
     rmse, _ = lag_errors(y, max(1, min(max_lead, T - 1)))
     return rmse.view(G, K, -1)
 
@@ -281,7 +280,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         G, lmax = rmse.shape
         max_lead = max(1, int(lead.max()))  # one host sync for every backtest at the tokens' leads
         if error == "mae":
-            p_all = lag_mae(grid, lead_steps(max_lead, tau, lead.device)[None].expand(G, -1))  # (G, D)
+            p_all = lead_mae(grid, lead_steps(max_lead, tau, lead.device).tolist())  # (G, D)
             p_err = p_all[grid.group, (lead.long() // tau).clamp(0, p_all.shape[1] - 1)]
         else:
             p_err = rmse[grid.group, lead.long().clamp(1, lmax - 1)]  # persistence at this lead = the lag-lead copy's

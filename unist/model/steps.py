@@ -235,6 +235,35 @@ def pair_mae(x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, my: torch.Tensor
     return torch.cat(out, 1) if out else x.new_zeros(G, 0)
 
 
+def shared_mae(x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, my: torch.Tensor, lags: list[int],
+               min_steps: list[float]) -> torch.Tensor:
+    """`pair_mae` where every group has the same lags (D,) (>= 0): one slice per lag instead of a gather -> (G, D)."""
+    G, T = x.shape[:2]
+    x, y = x.float(), y.float()
+    per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1).float()  # (G,)
+    out = x.new_full((G, len(lags)), float("inf"))
+    for j, (lag, need) in enumerate(zip(lags, min_steps)):
+        if lag >= T:
+            continue
+        both = m[:, lag:] & my[:, :T - lag]
+        e = torch.where(both, (x[:, lag:] - y[:, :T - lag]).abs(), 0).sum((1, 2, 3))
+        n = both.sum((1, 2, 3)).float()
+        out[:, j] = torch.where(n / per_step >= need, e / n.clamp(min=1), float("inf"))
+    return out
+
+
+def lead_mae(grid: StepGrid, leads: list[int]) -> torch.Tensor:
+    """`lag_mae` at the same lags (D,) for every group (the leads of `lags.lead_steps`) -> (G, D), sample by
+    sample; slices instead of gathers."""
+    need = [max(float(grid.tau), d / 2) for d in leads]
+    out = grid.x.new_full((grid.x.shape[0], len(leads)), float("inf"), dtype=torch.float32)
+    for g0, g1, steps, c in grid.spans or ((0, grid.x.shape[0], grid.x.shape[1], grid.x.shape[3]),):
+        if steps > 1:
+            p = grid.part(g0, g1, steps, c)
+            out[g0:g1] = shared_mae(p.x, p.m, p.x, p.m, leads, need)
+    return out
+
+
 def lag_mae(grid: StepGrid, lags: torch.Tensor) -> torch.Tensor:
     """In-context MAE of the lag-l copy "x[s] = x[s - l]" at each group's lags (G, K) (0: none) -> (G, K), inf where
     invalid (`lag_errors`' rule: seen pairs over at least max(tau, l / 2) steps), sample by sample over each
@@ -254,12 +283,12 @@ def sample_smooth_mae(grid: StepGrid, leads: torch.Tensor, mean: tuple[torch.Ten
     G, D = grid.x.shape[0], leads.numel()
     out = grid.x.new_full((G, D), float("inf"), dtype=torch.float32)
     y, has = mean
+    lags = leads.tolist()  # host-side: the leads come from one host sync already (lags.lead_steps)
     for g0, g1, steps, c in grid.spans or ((0, G, grid.x.shape[1], grid.x.shape[3]),):
         if steps > 1:
             p = grid.part(g0, g1, steps, c)
-            lag = leads[None].expand(g1 - g0, D)
-            out[g0:g1] = pair_mae(p.x, p.m, y[g0:g1, :steps, :, :c], has[g0:g1, :steps, :, :c], lag,
-                                  torch.full(lag.shape, float(grid.tau), device=lag.device))
+            out[g0:g1] = shared_mae(p.x, p.m, y[g0:g1, :steps, :, :c], has[g0:g1, :steps, :, :c], lags,
+                                    [float(grid.tau)] * D)
     return out
 
 
@@ -277,5 +306,5 @@ def sample_smooth_errors(grid: StepGrid, w: int, max_lead: int, mean: tuple[torc
 
 
 __all__ = ["StepGrid", "differences", "interpolate", "interpolation_errors", "lag_errors", "lag_mae", "mean_error",
-           "moving_mean", "pair_mae", "sample_lag_errors", "sample_moving_mean", "sample_smooth_errors",
-           "sample_smooth_mae", "smooth_errors", "spectrum", "step_grid", "summed"]
+           "lead_mae", "moving_mean", "pair_mae", "sample_lag_errors", "sample_moving_mean", "sample_smooth_errors",
+           "sample_smooth_mae", "shared_mae", "smooth_errors", "spectrum", "step_grid", "summed"]
