@@ -55,11 +55,11 @@ def test_smooth_and_level_mae_match_brute_force():
     grid = _grid(1)
     sub = StepGrid(grid.x[:2], grid.m[:2], grid.group, 4)
     y, has = moving_mean(sub, 4)
-    leads = lead_steps(9, 4, torch.device("cpu"))
-    assert leads.tolist() == [1, 4, 8]  # a token is a whole number of tokens ahead of its last-value token
+    leads = lead_steps(9, 4)
+    assert leads == [1, 4, 8]  # a token is a whole number of tokens ahead of its last-value token
     got = sample_smooth_mae(sub, leads, (y, has))
     for g in range(2):
-        for j, d in enumerate(leads.tolist()):
+        for j, d in enumerate(leads):
             both = sub.m[g, d:] & has[g, :40 - d]
             want = (sub.x[g, d:] - y[g, :40 - d]).abs()[both].mean()
             assert float(want) == pytest.approx(float(got[g, j]), rel=1e-5)
@@ -69,7 +69,7 @@ def test_smooth_and_level_mae_match_brute_force():
         lag = int(lags[g, 0])
         yd = sub.x[g, lag:] - sub.x[g, :-lag]
         my = sub.m[g, lag:] & sub.m[g, :-lag]
-        for j, d in enumerate(leads.tolist()):
+        for j, d in enumerate(leads):
             want = _brute_lag(torch.cat([torch.zeros_like(yd[:lag]), yd]), torch.cat([torch.zeros_like(my[:lag]), my]),
                               d, 4)
             assert want == pytest.approx(float(lvl[g, 0, j]), rel=1e-5)
@@ -90,7 +90,7 @@ def test_on_intermittent_counts_mae_prefers_last_value_where_rmse_prefers_the_me
     rmse_p = lag_errors(grid, 4)[0][0, 4]
     rmse_s = smooth_errors(grid, w, 4)[0, 4]
     mae_p = lag_mae(grid, torch.tensor([[4]]))[0, 0]
-    mae_s = sample_smooth_mae(grid, torch.tensor([4]), moving_mean(grid, w))[0, 0]
+    mae_s = sample_smooth_mae(grid, [4], moving_mean(grid, w))[0, 0]
     assert rmse_s < rmse_p and mae_p < mae_s
 
 
@@ -148,6 +148,6 @@ def test_a_period_must_dip_below_the_median_lag_error():
 
 def test_lead_mae_slices_give_what_the_gather_gives():
     grid = _grid(2)
-    leads = lead_steps(13, 4, torch.device("cpu"))  # [1, 4, 8, 12]
-    want = lag_mae(grid, leads[None].expand(grid.x.shape[0], -1))
-    torch.testing.assert_close(lead_mae(grid, leads.tolist()), want)
+    leads = lead_steps(13, 4)  # [1, 4, 8, 12]
+    want = lag_mae(grid, torch.tensor(leads)[None].expand(grid.x.shape[0], -1))
+    torch.testing.assert_close(lead_mae(grid, leads), want)

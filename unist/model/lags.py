@@ -93,11 +93,11 @@ SMOOTH_WINDOWS = (1, 4)  # smoothed candidates: means over the last w * tau seen
 LAG_ERRORS = ("mae", "rmse")  # the backtest error that weights the candidates (`UniSTConfig.lag_error`)
 
 
-def lead_steps(max_lead: int, tau: int, device: torch.device) -> torch.Tensor:
+def lead_steps(max_lead: int, tau: int) -> list[int]:
     """The leads a token's backtests are needed at: a token lies a whole number of tokens after its last-value
-    token, so its lead is k * tau (k = 0 counts as 1) -> (max_lead // tau + 1,) = [1, tau, 2 tau, ...]; the lead
-    of a token is column lead // tau."""
-    return torch.arange(max_lead // tau + 1, device=device).mul(tau).clamp(min=1)
+    token, so its lead is k * tau (k = 0 counts as 1) -> [1, tau, 2 tau, ...] up to max_lead (host-side: no
+    sync); the lead of a token is column lead // tau."""
+    return [max(1, k * tau) for k in range(max_lead // tau + 1)]
 
 
 
@@ -117,7 +117,7 @@ def smooth_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_o
         v = y.reshape(G * T, P, C).index_select(0, flat)  # (L, P, C)
         ok = has.reshape(G * T, P, C).index_select(0, flat) & src_ok[:, None, None]
         if error == "mae":
-            e = sample_smooth_mae(grid, lead_steps(max_lead, tau, lead.device), (y, has))[grid.group]  # (L, D)
+            e = sample_smooth_mae(grid, lead_steps(max_lead, tau), (y, has))[grid.group]  # (L, D)
             e = e.gather(1, (lead.long() // tau).clamp(0, e.shape[1] - 1)[:, None])[:, 0]
         else:
             e = sample_smooth_errors(grid, w * tau, max_lead, (y, has))[grid.group]  # (L, d)
@@ -145,7 +145,7 @@ def level_errors(grid: StepGrid, lags: torch.Tensor, max_lead: int, error: str =
     y = StepGrid((grid.x[:, None] - past).view(G * K, T, P, C), (grid.m[:, None] & past_m).view(G * K, T, P, C),
                  grid.group, grid.tau)
     if error == "mae":
-        return lead_mae(y, lead_steps(max_lead, grid.tau, lags.device).tolist()).view(G, K, -1)
+        return lead_mae(y, lead_steps(max_lead, grid.tau)).view(G, K, -1)
     rmse, _ = lag_errors(y, max(1, min(max_lead, T - 1)))
     return rmse.view(G, K, -1)
 
@@ -280,7 +280,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         G, lmax = rmse.shape
         max_lead = max(1, int(lead.max()))  # one host sync for every backtest at the tokens' leads
         if error == "mae":
-            p_all = lead_mae(grid, lead_steps(max_lead, tau, lead.device).tolist())  # (G, D)
+            p_all = lead_mae(grid, lead_steps(max_lead, tau))  # (G, D)
             p_err = p_all[grid.group, (lead.long() // tau).clamp(0, p_all.shape[1] - 1)]
         else:
             p_err = rmse[grid.group, lead.long().clamp(1, lmax - 1)]  # persistence at this lead = the lag-lead copy's

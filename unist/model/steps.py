@@ -277,17 +277,16 @@ def lag_mae(grid: StepGrid, lags: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def sample_smooth_mae(grid: StepGrid, leads: torch.Tensor, mean: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def sample_smooth_mae(grid: StepGrid, leads: list[int], mean: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """In-context MAE of "x[s] = the causal mean up to s - d" at leads d (D,) -> (G, D), inf where fewer than tau
     steps of pairs (`smooth_errors`' rule); mean: `sample_moving_mean`. Sample by sample."""
-    G, D = grid.x.shape[0], leads.numel()
+    G, D = grid.x.shape[0], len(leads)
     out = grid.x.new_full((G, D), float("inf"), dtype=torch.float32)
     y, has = mean
-    lags = leads.tolist()  # host-side: the leads come from one host sync already (lags.lead_steps)
     for g0, g1, steps, c in grid.spans or ((0, G, grid.x.shape[1], grid.x.shape[3]),):
         if steps > 1:
             p = grid.part(g0, g1, steps, c)
-            out[g0:g1] = shared_mae(p.x, p.m, y[g0:g1, :steps, :, :c], has[g0:g1, :steps, :, :c], lags,
+            out[g0:g1] = shared_mae(p.x, p.m, y[g0:g1, :steps, :, :c], has[g0:g1, :steps, :, :c], leads,
                                     [float(grid.tau)] * D)
     return out
 
