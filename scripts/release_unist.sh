@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build checkpoints/unist-tiny-5/ (lag copy with MAE backtests and the dip rule + smoothed levels + fill candidates),
-# end to end. unist-tiny-4 was built by the same recipe before the MAE backtests and the dip rule (model.lag_error=rmse
+# Build checkpoints/unist-tiny-6/ (lag copy whose lags the context holds twice, with MAE backtests and the dip rule +
+# smoothed levels + fill candidates), end to end. unist-tiny-5 was built by the same recipe before the two-cycle rule
+# (model.lag_cycles=1.5), unist-tiny-4 also before the MAE backtests and the dip rule (model.lag_error=rmse
 # model.lag_dip=1), unist-tiny-3 also before the fill candidates (model.lag_fill), unist-tiny-2 also before the
 # smoothed candidates (model.lag_smooth).
 #   STEPS=4500 bash scripts/release_unist.sh          # train (~62-72 min on 2 CPU cores), export
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 STEPS="${STEPS:-4500}"
-NAME="${NAME:-unist-tiny-5}"
+NAME="${NAME:-unist-tiny-6}"
 RUN="${RUN_DIR:-runs}/$NAME-release"
 REL="${RELEASE:-checkpoints/$NAME}"
 HELDOUT=metr_la_week,era5_t2m_uk,de_pm10_rural,paris_bikehire_daily,flipping_a_pancake,beijing_air_12site,flu_bybw,us_climdiv_precip,nyc_bike1,realshort
@@ -22,5 +23,5 @@ $PY train/pretrain.py name=$NAME-release out_dir="${RUN_DIR:-runs}" train.steps=
   checkpoint.every=250 checkpoint.export=false logging.progress=false logging.print_every=50
 $PY -m unist.train.export export "$RUN/checkpoints" "$REL" --weights-dtype float16
 # The forecasting policy, chosen on the validation splits with eval/lag_study.py (docs/LOG.md): unist-tiny-4
-# and unist-tiny-5 forecast with the self-check. POLICY=full keeps the network as trained (the export's default).
+# to unist-tiny-6 forecast with the self-check. POLICY=full keeps the network as trained (the export's default).
 $PY -m unist.train.export policy "$REL" correction="${POLICY:-checked}"

@@ -125,6 +125,10 @@ class UniSTConfig:
     lag_dip: a period found in the values must dip to at most lag_dip times the median error over all lags
     (`lags.best_lags`' depth; 1 = any dip, releases up to unist-tiny-4): on a series without a period every
     ripple of the error curve is a dip, and copying it copies noise.
+    lag_cycles: a lag is a candidate only where the context holds it at least lag_cycles times (its seen pairs
+    span (lag_cycles - 1) x lag steps; `steps.lag_errors`): 2, the rule of seasonal models, or 1.5 (releases up
+    to unist-tiny-5): a lag nearly as long as the context is backtested on a few pairs, and the best of many
+    such lags is luck, which the scorer then trusts (docs/LOG.md, session 11).
     """
 
     d_model: int = 128
@@ -158,6 +162,7 @@ class UniSTConfig:
     lag_fill: bool = True
     lag_error: str = "mae"
     lag_dip: float = 0.8
+    lag_cycles: float = 2.0
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,6 +210,9 @@ class UniSTConfig:
             raise ConfigError(f"lag_error={self.lag_error!r} unknown: use one of {LAG_ERRORS}")
         if not 0.0 < self.lag_dip <= 1.0:
             raise ConfigError(f"lag_dip={self.lag_dip} must be in (0, 1] (1 = any dip of the lag errors is a period)")
+        if not 1.0 <= self.lag_cycles <= 4.0:
+            raise ConfigError(f"lag_cycles={self.lag_cycles} must be in [1, 4] (how many times the context must hold "
+                              "a lag; 2 = two cycles, the rule of seasonal models)")
         if self.patch_codec not in PATCH_CODECS:
             raise ConfigError(f"patch_codec={self.patch_codec!r} unknown: use one of {PATCH_CODECS}")
         if self.masked_loss not in MASKED_LOSSES:

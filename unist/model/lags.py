@@ -214,8 +214,8 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
               space_index: torch.Tensor, t_index: torch.Tensor, tau: int, num_samples: int, k: int,
               max_lag: int = 2048, day_steps: torch.Tensor | None = None, smooth: bool = False,
               fill: bool = False, channels: list[int] | None = None,
-              counts: tuple[list[int], list[int]] | None = None, error: str = "rmse", dip: float = 1.0
-              ) -> LagParts:
+              counts: tuple[list[int], list[int]] | None = None, error: str = "rmse", dip: float = 1.0,
+              cycles: float = 1.5) -> LagParts:
     """`LagParts` of every token (see the module docstring).
 
     values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
@@ -231,7 +231,9 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     counts: the batch's exact per-sample (spatial, time) patch counts (`TokenBatch.patch_counts`), which spare the
     host syncs of sizing the step grid. error: the backtest error of every candidate, "rmse" or "mae" (`LAG_ERRORS`;
     the periods are picked on the RMSE of every lag either way, and the prominence feature compares a candidate's
-    error with the median RMSE over all lags). dip: how deep a period's dip must be (`best_lags`' depth)."""
+    error with the median RMSE over all lags). dip: how deep a period's dip must be (`best_lags`' depth). cycles:
+    how many times the context must hold a lag for it to be a candidate (`steps.lag_errors`; the clock's day and
+    week too)."""
     if error not in LAG_ERRORS:
         raise ValueError(f"lag_parts: error={error!r} unknown: use one of {LAG_ERRORS}")
     L, S, C = values.shape
@@ -243,10 +245,10 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         persist = expand_steps(torch.where(use_p, last_val[persist_src], 0), tau)
         grid = step_grid(values, seen, sample_id, space_index, t_index, tau, num_samples, counts, channels)
         T = grid.x.shape[1]
-        rmse = sample_lag_errors(grid, min(max_lag, T - 1))  # (G, l)
+        rmse = sample_lag_errors(grid, min(max_lag, T - 1), cycles)  # (G, l)
         # periods are picked on the first differences (a trend or a wandering level makes every longer lag worse
         # and pulls the dip of the raw errors off the period); the copies' features keep the raw errors
-        picked = sample_lag_errors(differences(grid), min(max_lag, T - 1))
+        picked = sample_lag_errors(differences(grid), min(max_lag, T - 1), cycles)
         lag_g, _, ok_g = best_lags(picked, k, min_lag=tau, depth=dip)  # (G, K); shorter lags: last value covers them
         lag_g = torch.where(ok_g, lag_g, 0)
         err_g = torch.where(ok_g, rmse.gather(1, lag_g), torch.full_like(rmse[:, :lag_g.shape[1]], float("inf")))

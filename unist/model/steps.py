@@ -85,11 +85,13 @@ def summed(spec: torch.Tensor, n: int, max_lag: int) -> torch.Tensor:
     return torch.fft.irfft(spec.flatten(1, -2).sum(1), n=n, dim=-1)[:, :max_lag + 1]
 
 
-def lag_errors(grid: StepGrid, max_lag: int) -> tuple[torch.Tensor, torch.Tensor]:
+def lag_errors(grid: StepGrid, max_lag: int, cycles: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
     """In-context RMSE of the lag-l copy for every group and l = 0..max_lag -> (rmse (G, max_lag + 1), valid).
 
-    A lag is valid when it has seen pairs over at least max(tau, l / 2) steps (a lag as long as the
-    context has one or two pairs: its error says nothing); l = 0 is never valid."""
+    A lag is valid when it has seen pairs over at least max(tau, (cycles - 1) * l) steps, i.e. when the context
+    holds it `cycles` times (a lag as long as the context has one or two pairs: its error says nothing, and the
+    lowest of many such errors is luck); l = 0 is never valid. cycles = 2 is the rule of seasonal models (a
+    season needs two cycles in the data); releases up to unist-tiny-5 used 1.5."""
     x, m = grid.x.float(), grid.m.float()
     G, T = x.shape[:2]
     n = 1 << (2 * T - 1).bit_length()
@@ -99,7 +101,7 @@ def lag_errors(grid: StepGrid, max_lag: int) -> tuple[torch.Tensor, torch.Tensor
     pairs = summed((fm * fm.conj()).real, n, max_lag).round()
     per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1)  # (G,) cells/step
     lags = torch.arange(max_lag + 1, device=x.device, dtype=x.dtype)
-    need = torch.maximum(torch.full_like(lags, grid.tau), lags / 2)
+    need = torch.maximum(torch.full_like(lags, grid.tau), lags * (cycles - 1))
     valid = (pairs / per_step[:, None] >= need) & (lags >= 1)
     rmse = (sse / pairs.clamp(min=1)).sqrt()
     return torch.where(valid, rmse, torch.full_like(rmse, float("inf"))).float(), valid
@@ -112,12 +114,12 @@ def differences(grid: StepGrid) -> StepGrid:
     return StepGrid(torch.where(m, x, 0), m, grid.group, grid.tau, grid.spans)
 
 
-def sample_lag_errors(grid: StepGrid, max_lag: int) -> torch.Tensor:
+def sample_lag_errors(grid: StepGrid, max_lag: int, cycles: float = 1.5) -> torch.Tensor:
     """`lag_errors` sample by sample (each over its own steps, not the batch's longest) -> rmse (G, max_lag + 1)."""
     out = grid.x.new_full((grid.x.shape[0], max_lag + 1), float("inf"))
     for g0, g1, steps, c in grid.spans:
         if steps > 1:
-            rmse, _ = lag_errors(grid.part(g0, g1, steps, c), min(max_lag, steps - 1))
+            rmse, _ = lag_errors(grid.part(g0, g1, steps, c), min(max_lag, steps - 1), cycles)
             out[g0:g1, :rmse.shape[1]] = rmse
     return out
 

@@ -177,7 +177,7 @@ class UniST(PretrainedMixin, nn.Module):
         return lag_parts(batch.values, seen, keep, batch.sample_id, batch.space_index, batch.t_index,
                          cfg.patch.time_patch, batch.num_samples, cfg.lag_candidates, cfg.max_lag, day,
                          smooth=cfg.lag_smooth, fill=cfg.lag_fill, channels=channels, error=cfg.lag_error,
-                         dip=cfg.lag_dip,
+                         dip=cfg.lag_dip, cycles=cfg.lag_cycles,
                          counts=batch.patch_counts())
 
     def lag_copy(self, copy: LagParts, h: torch.Tensor | None = None) -> torch.Tensor:
