@@ -9,7 +9,9 @@ Windows have their targets in the validation split (steps 60-80 %, `make_windows
 split: this is where the policy (ForecastPolicy.correction, lag_smooth) is chosen (docs/LOG.md). --smooth switches the smoothed
 candidates on for a release trained without them; --lag-error sets the backtest error that weights the candidates
 (`UniSTConfig.lag_error`; releases up to unist-tiny-4 were trained with "rmse") and --lag-dip how deep a period's
-dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip). A dataset may be a unist .npz file,
+dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip), --lag-cycles how many times the context must
+hold a lag and --lag-edge-dip whether the longest such lag is always a dip (`UniSTConfig.lag_cycles`,
+`lag_edge_dip`; up to unist-tiny-5: 1.5 and true). A dataset may be a unist .npz file,
 e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset.
 """
 from __future__ import annotations
@@ -52,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="the lag copy's backtest error (default: the release's own)")
     ap.add_argument("--lag-dip", type=float, default=None,
                     help="how deep a period's dip must be (UniSTConfig.lag_dip; default: the release's own)")
+    ap.add_argument("--lag-cycles", type=float, default=None,
+                    help="how many times the context must hold a lag (UniSTConfig.lag_cycles; up to unist-tiny-5: 1.5)")
+    ap.add_argument("--lag-edge-dip", choices=("true", "false"), default=None,
+                    help="whether the longest valid lag is always a dip (UniSTConfig.lag_edge_dip; up to unist-tiny-5: "
+                         "true)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -62,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         model.model.config.lag_error = args.lag_error
     if args.lag_dip is not None:
         model.model.config.lag_dip = args.lag_dip
+    if args.lag_cycles is not None:
+        model.model.config.lag_cycles = args.lag_cycles
+    if args.lag_edge_dip is not None:
+        model.model.config.lag_edge_dip = args.lag_edge_dip == "true"
+    model.model.config.validate()
     for name in args.dataset:
         print(name, {k: round(v, 4) for k, v in study(model, name, args.windows).items()}, flush=True)
     return 0

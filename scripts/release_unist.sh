@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build checkpoints/unist-tiny-6/ (lag copy whose lags the context holds twice, with MAE backtests and the dip rule +
 # smoothed levels + fill candidates), end to end. unist-tiny-5 was built by the same recipe before the two-cycle rule
-# (model.lag_cycles=1.5), unist-tiny-4 also before the MAE backtests and the dip rule (model.lag_error=rmse
+# (model.lag_cycles=1.5 model.lag_edge_dip=true), unist-tiny-4 also before the MAE backtests and the dip rule (model.lag_error=rmse
 # model.lag_dip=1), unist-tiny-3 also before the fill candidates (model.lag_fill), unist-tiny-2 also before the
 # smoothed candidates (model.lag_smooth).
 #   STEPS=4500 bash scripts/release_unist.sh          # train (~62-72 min on 2 CPU cores), export

@@ -129,6 +129,9 @@ class UniSTConfig:
     span (lag_cycles - 1) x lag steps; `steps.lag_errors`): 2, the rule of seasonal models, or 1.5 (releases up
     to unist-tiny-5): a lag nearly as long as the context is backtested on a few pairs, and the best of many
     such lags is luck, which the scorer then trusts (docs/LOG.md, session 11).
+    lag_edge_dip: True (releases up to unist-tiny-5): the longest lag the context holds often enough is always a
+    period candidate, since the lags beyond it count as infinitely bad; False: it must dip below its valid neighbours
+    like any other lag (`lags.best_lags`).
     """
 
     d_model: int = 128
@@ -163,6 +166,7 @@ class UniSTConfig:
     lag_error: str = "mae"
     lag_dip: float = 0.8
     lag_cycles: float = 2.0
+    lag_edge_dip: bool = False
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,6 +214,8 @@ class UniSTConfig:
             raise ConfigError(f"lag_error={self.lag_error!r} unknown: use one of {LAG_ERRORS}")
         if not 0.0 < self.lag_dip <= 1.0:
             raise ConfigError(f"lag_dip={self.lag_dip} must be in (0, 1] (1 = any dip of the lag errors is a period)")
+        if not isinstance(self.lag_edge_dip, bool):
+            raise ConfigError(f"lag_edge_dip={self.lag_edge_dip!r} must be a bool (True: releases up to unist-tiny-5)")
         if not 1.0 <= self.lag_cycles <= 4.0:
             raise ConfigError(f"lag_cycles={self.lag_cycles} must be in [1, 4] (how many times the context must hold "
                               "a lag; 2 = two cycles, the rule of seasonal models)")

@@ -43,7 +43,7 @@ _SCALES = ((16, 1), (64, 4), (256, 16), (1 << 30, 32))  # (lags below, half-widt
 _EPS = 1e-3
 
 
-def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1, depth: float = 1.0
+def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1, depth: float = 1.0, edge_dip: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The k lags >= min_lag of lowest error among the dips of rmse (G, l) -> lags (G, k), their rmse, ok (G, k).
 
@@ -51,11 +51,22 @@ def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1, depth: float = 1.0
     deepest such lag within +-w: a period shows as a dip even on a rising error curve (a trend makes every
     longer lag worse), and the ripples of a noisy curve around lag 90 do not crowd out the day at 288. depth < 1:
     a dip must also lie at most `depth` times the median error over all lags: on a series without a period (noise,
-    bursty counts) every ripple is a dip within a few % of the rest, and copying it copies noise."""
+    bursty counts) every ripple is a dip within a few % of the rest, and copying it copies noise.
+
+    Near the end of the valid lags (a lag needs its cycles in the context, `steps.lag_errors`) the invalid
+    neighbours take the nearest valid lag's error, so the longest valid lag is a dip only if it lies below its valid
+    neighbours. edge_dip=True (releases up to unist-tiny-5): they count as +inf, and the longest valid lag is always
+    a dip, whatever its error (it copied lags 59-68 of 104-step contexts of bursty counts)."""
     G, n = rmse.shape
     lags = torch.arange(n, device=rmse.device)
     finite = torch.isfinite(rmse)
-    big = torch.where(finite, rmse, torch.full_like(rmse, 1e30))
+    if edge_dip:
+        big = torch.where(finite, rmse, torch.full_like(rmse, 1e30))
+    else:  # each invalid lag takes the error of the nearest valid lag below it (above it, before the first)
+        below = torch.where(finite, lags, -1).cummax(1).values  # (G, n) last valid lag <= l, -1: none yet
+        first = torch.where(finite, lags, n).amin(1, keepdim=True).clamp(max=n - 1)  # (G, 1)
+        src = torch.where(below >= 0, below, first)
+        big = torch.where(torch.isfinite(rmse.gather(1, src)), rmse.gather(1, src), torch.full_like(rmse, 1e30))
     chosen = torch.zeros_like(finite)
     lo = 0
     for below, w in _SCALES:
@@ -215,7 +226,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
               max_lag: int = 2048, day_steps: torch.Tensor | None = None, smooth: bool = False,
               fill: bool = False, channels: list[int] | None = None,
               counts: tuple[list[int], list[int]] | None = None, error: str = "rmse", dip: float = 1.0,
-              cycles: float = 1.5) -> LagParts:
+              cycles: float = 1.5, edge_dip: bool = True) -> LagParts:
     """`LagParts` of every token (see the module docstring).
 
     values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
@@ -233,7 +244,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     the periods are picked on the RMSE of every lag either way, and the prominence feature compares a candidate's
     error with the median RMSE over all lags). dip: how deep a period's dip must be (`best_lags`' depth). cycles:
     how many times the context must hold a lag for it to be a candidate (`steps.lag_errors`; the clock's day and
-    week too)."""
+    week too); edge_dip: whether the longest valid lag is always a dip (`best_lags`; releases up to unist-tiny-5)."""
     if error not in LAG_ERRORS:
         raise ValueError(f"lag_parts: error={error!r} unknown: use one of {LAG_ERRORS}")
     L, S, C = values.shape
@@ -249,7 +260,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         # periods are picked on the first differences (a trend or a wandering level makes every longer lag worse
         # and pulls the dip of the raw errors off the period); the copies' features keep the raw errors
         picked = sample_lag_errors(differences(grid), min(max_lag, T - 1), cycles)
-        lag_g, _, ok_g = best_lags(picked, k, min_lag=tau, depth=dip)  # (G, K); shorter lags: last value covers them
+        lag_g, _, ok_g = best_lags(picked, k, min_lag=tau, depth=dip, edge_dip=edge_dip)  # (G, K); shorter lags: last value covers them
         lag_g = torch.where(ok_g, lag_g, 0)
         err_g = torch.where(ok_g, rmse.gather(1, lag_g), torch.full_like(rmse[:, :lag_g.shape[1]], float("inf")))
         if day_steps is not None:

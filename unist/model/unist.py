@@ -178,6 +178,7 @@ class UniST(PretrainedMixin, nn.Module):
                          cfg.patch.time_patch, batch.num_samples, cfg.lag_candidates, cfg.max_lag, day,
                          smooth=cfg.lag_smooth, fill=cfg.lag_fill, channels=channels, error=cfg.lag_error,
                          dip=cfg.lag_dip, cycles=cfg.lag_cycles,
+                         edge_dip=cfg.lag_edge_dip,
                          counts=batch.patch_counts())
 
     def lag_copy(self, copy: LagParts, h: torch.Tensor | None = None) -> torch.Tensor:
