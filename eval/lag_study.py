@@ -12,11 +12,14 @@ candidates on for a release trained without them; --lag-error sets the backtest 
 dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip), --lag-cycles how many times the context must
 hold a lag and --lag-edge-dip whether the longest such lag is always a dip (`UniSTConfig.lag_cycles`,
 `lag_edge_dip`; up to unist-tiny-5: 1.5 and true). A dataset may be a unist .npz file,
-e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset.
+e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset; --candidates adds
+each candidate's MAE alone, the rule's mean weight on each over the forecast tokens and the lags most often copied.
 """
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,6 +29,8 @@ from unist.evaluation.forecasters import forecast_windows
 from unist.evaluation.protocols import load_target, protocol_for
 from unist.evaluation.windows import make_windows
 from unist.forecast import Forecaster
+from unist.model import UniST
+from unist.model.lags import SMOOTH_WINDOWS, LagParts
 
 
 def study(model: Forecaster, name: str, windows: int) -> dict[str, float]:
@@ -44,6 +49,65 @@ def study(model: Forecaster, name: str, windows: int) -> dict[str, float]:
             "last_step": mae(last)}
 
 
+def candidate_names(cfg) -> list[str]:
+    """The lag copy's candidates in `LagParts` order: last value, the K + 1 lag copies (the K found in the values and
+    the clock's day / week), their level-corrected copies, the smoothed levels, the fill candidates."""
+    k = cfg.lag_candidates + 1
+    names = ["last"] + [f"lag{i}" for i in range(k)] + [f"level{i}" for i in range(k)]
+    names += [f"mean{w}tau" for w in SMOOTH_WINDOWS] if cfg.lag_smooth else []
+    return names + (["interp", "cross"] if cfg.lag_fill else [])
+
+
+@contextmanager
+def scored_by(net: UniST, logits: Callable[[LagParts], torch.Tensor]) -> Iterator[None]:
+    """Within the block the model's lag copy mixes its candidates by `logits(parts)` (L, Q) instead of the scorer."""
+    net.lag_copy = lambda copy, h=None: copy.combine(logits(copy))
+    try:
+        yield
+    finally:
+        del net.lag_copy  # the class's method again
+
+
+def candidate_study(model: Forecaster, name: str, windows: int) -> tuple[dict[str, float], dict[str, float], str]:
+    """MAE of each candidate alone (last value where it is missing), the rule's mean weight on each over the forecast
+    tokens, and the copied lags: why the rule forecasts what it does (validation split)."""
+    s = load_target(name)
+    p = protocol_for(s)
+    w = make_windows(s, p, windows, "val")
+    net, names = model.model, candidate_names(model.model.config)
+    rule = model.with_policy(correction="none")
+
+    def mae(pred: np.ndarray) -> float:
+        ok = w.target_mask & np.isfinite(pred)
+        return float(np.abs(pred - w.target)[ok].mean())
+
+    weights, lags = [], []
+
+    def rule_logits(copy: LagParts) -> torch.Tensor:
+        lg = net.lag_scorer(copy.features, None)
+        future = copy.features[:, 0, 6] > 0  # log1p(lead) > 0: tokens after their last-value token
+        any_ok = copy.available.any(2).any(2)
+        weights.append(torch.softmax(lg.float().masked_fill(~any_ok, -1e4), -1)[future])
+        lags.append(copy.lags[future])
+        return lg
+
+    with scored_by(net, rule_logits):
+        forecast_windows(rule, w.contexts, p.horizon, 8)
+    alone = {}
+    for q, cand in enumerate(names):
+        def only(copy: LagParts, q=q) -> torch.Tensor:
+            lg = torch.full(copy.values.shape[:2], -1e4, device=copy.values.device)
+            lg[:, 0] = -10.0  # last value where candidate q is missing
+            lg[:, q] = 0.0
+            return lg
+        with scored_by(net, only):
+            alone[cand] = mae(forecast_windows(rule, w.contexts, p.horizon, 8))
+    mean_w = torch.cat(weights).mean(0).tolist()
+    found, n = torch.unique(torch.cat(lags)[:, :-1], return_counts=True)  # the lags found in the values
+    top = ", ".join(f"{int(l) or 'none'} ({int(c)})" for l, c in sorted(zip(found.tolist(), n.tolist()), key=lambda t: -t[1])[:8])
+    return alone, dict(zip(names, mean_w)), top
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True)
@@ -59,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lag-edge-dip", choices=("true", "false"), default=None,
                     help="whether the longest valid lag is always a dip (UniSTConfig.lag_edge_dip; up to unist-tiny-5: "
                          "true)")
+    ap.add_argument("--candidates", action="store_true",
+                    help="also print each candidate's MAE alone, the rule's mean weight on it and the copied lags")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -76,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     model.model.config.validate()
     for name in args.dataset:
         print(name, {k: round(v, 4) for k, v in study(model, name, args.windows).items()}, flush=True)
+        if args.candidates:
+            alone, weight, top = candidate_study(model, name, args.windows)
+            print("  alone", {k: round(v, 4) for k, v in alone.items()}, flush=True)
+            print("  rule weight", {k: round(v, 3) for k, v in weight.items()}, flush=True)
+            print("  lags found (tokens)", top or "none", flush=True)
     return 0
 
 
