@@ -13,7 +13,9 @@ dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip), --lag-cycle
 hold a lag and --lag-edge-dip whether the longest such lag is always a dip (`UniSTConfig.lag_cycles`,
 `lag_edge_dip`; up to unist-tiny-5: 1.5 and true). A dataset may be a unist .npz file,
 e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset; --candidates adds
-each candidate's MAE alone, the rule's mean weight on each over the forecast tokens and the lags most often copied.
+each candidate's MAE alone, the rule's mean weight on each over the forecast tokens, the lags most often copied, and
+the MAE of the network's two parts alone: the decoder's weights without the head's residual, the rule plus the
+residual.
 """
 from __future__ import annotations
 
@@ -66,6 +68,36 @@ def scored_by(net: UniST, logits: Callable[[LagParts], torch.Tensor]) -> Iterato
         yield
     finally:
         del net.lag_copy  # the class's method again
+
+
+@contextmanager
+def no_residual(net: UniST) -> Iterator[None]:
+    """Within the block the patch head's residual is 0: the network forecasts its lag copy alone."""
+    net.head.forward = lambda h, rel_pos, channels: h.new_zeros(h.shape[0], rel_pos.shape[1], channels)
+    try:
+        yield
+    finally:
+        del net.head.forward
+
+
+def network_split(model: Forecaster, name: str, windows: int) -> dict[str, float]:
+    """What of the network moves its forecast away from the rule (validation split, MAE): the decoder's say in the
+    candidates' weights without the head's residual ("weights"), and the rule's weights plus the residual
+    ("residual"); the network as trained has both, the rule neither."""
+    s = load_target(name)
+    p = protocol_for(s)
+    w = make_windows(s, p, windows, "val")
+    net, full = model.model, model.with_policy(correction="full")
+
+    def mae(pred: np.ndarray) -> float:
+        ok = w.target_mask & np.isfinite(pred)
+        return float(np.abs(pred - w.target)[ok].mean())
+
+    with no_residual(net):
+        weights = mae(forecast_windows(full, w.contexts, p.horizon, 8))
+    with scored_by(net, lambda copy: net.lag_scorer(copy.features, None)):
+        residual = mae(forecast_windows(full, w.contexts, p.horizon, 8))
+    return {"weights": weights, "residual": residual}
 
 
 def candidate_study(model: Forecaster, name: str, windows: int) -> tuple[dict[str, float], dict[str, float], str]:
@@ -124,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="whether the longest valid lag is always a dip (UniSTConfig.lag_edge_dip; up to unist-tiny-5: "
                          "true)")
     ap.add_argument("--candidates", action="store_true",
-                    help="also print each candidate's MAE alone, the rule's mean weight on it and the copied lags")
+                    help="also print each candidate's MAE alone, the rule's mean weight on it, the copied lags and the "
+                         "network's two parts (decoder weights alone, head residual on the rule alone)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -147,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             print("  alone", {k: round(v, 4) for k, v in alone.items()}, flush=True)
             print("  rule weight", {k: round(v, 3) for k, v in weight.items()}, flush=True)
             print("  lags found (tokens)", top or "none", flush=True)
+            print("  network split", {k: round(v, 4) for k, v in network_split(model, name, args.windows).items()},
+                  flush=True)
     return 0
 
 

@@ -418,11 +418,16 @@ def test_lag_study_switches_the_backtest_error_on_synthetic_bursty_counts(tmp_pa
         rows[error] = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1].split(" ", 1)[1])
     assert rows["rmse"]["last_step"] == rows["mae"]["last_step"]  # same windows
     assert rows["rmse"]["rule"] != rows["mae"]["rule"]  # the untrained rule weights by the chosen error
-    assert lag_study(["--checkpoint", "random:unist_tiny", "--dataset", str(path), "--windows", "2", "--threads", "1",
+    # a trained release: a random model's scorer MLP and head start at 0, so its parts equal its rule
+    assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
                       "--candidates"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    alone = ast.literal_eval(out[-3].split("alone", 1)[1].strip())
-    weight = ast.literal_eval(out[-2].split("rule weight", 1)[1].strip())
+    alone = ast.literal_eval(out[-4].split("alone", 1)[1].strip())
+    weight = ast.literal_eval(out[-3].split("rule weight", 1)[1].strip())
     assert list(alone) == list(weight) and list(alone)[:2] == ["last", "lag0"] and "mean4tau" in alone
-    assert alone["last"] == pytest.approx(ast.literal_eval(out[-4].split(" ", 1)[1])["last_step"], rel=1e-3)
-    assert sum(weight.values()) == pytest.approx(1, abs=0.01) and out[-1].startswith("  lags found (tokens)")
+    main_row = ast.literal_eval(out[-5].split(" ", 1)[1])
+    assert alone["last"] == pytest.approx(main_row["last_step"], rel=1e-3)
+    assert sum(weight.values()) == pytest.approx(1, abs=0.01) and out[-2].startswith("  lags found (tokens)")
+    split = ast.literal_eval(out[-1].split("network split", 1)[1].strip())
+    assert set(split) == {"weights", "residual"}
+    assert split["weights"] != split["residual"] and main_row["net"] not in split.values()  # each part moves it
