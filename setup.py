@@ -7,11 +7,11 @@ from setuptools import find_packages, setup
 
 packages = [p for p in find_packages(include=["unist", "unist.*"])]
 packages += ["unist.kernels"] + ["unist.kernels." + p for p in find_packages("kernels")]
-# The shipped releases (checkpoints/unist-tiny-5/, the current one, unist-tiny-4/, unist-tiny-3/ and unist-tiny-2/,
-# ~6 MB each) are package data of `unist.checkpoints`, so an installed unist finds `from_pretrained("unist-tiny-5")` without
+# The shipped releases (checkpoints/unist-tiny-6/, the current one, unist-tiny-5/, unist-tiny-4/, unist-tiny-3/ and
+# unist-tiny-2/, ~6 MB each) are package data of `unist.checkpoints`, so an installed unist finds `from_pretrained("unist-tiny-6")` without
 # a source checkout (unist.release.release_search_path).
 packages += ["unist.checkpoints"]
-RELEASE_FILES = [f"{rel}/{name}" for rel in ("unist-tiny-2", "unist-tiny-3", "unist-tiny-4", "unist-tiny-5")
+RELEASE_FILES = [f"{rel}/{name}" for rel in ("unist-tiny-2", "unist-tiny-3", "unist-tiny-4", "unist-tiny-5", "unist-tiny-6")
                  for name in ("config.json", "model.safetensors", "normalization.json", "training_data.json",
                               "MODEL_CARD.md")]
 

@@ -1,6 +1,6 @@
 """Fingerprint of a release's outputs, to check that a code change leaves them bit for bit as they were.
 
-    python eval/fingerprint.py save OUT.npz [--checkpoint unist-tiny-5] [--windows 3]
+    python eval/fingerprint.py save OUT.npz [--checkpoint unist-tiny-6] [--windows 3]
     python eval/fingerprint.py compare A.npz B.npz          # exit 1 when any array differs
 
 On the VALIDATION split (never the test split) of every evaluation dataset: the point forecast under the
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("save")
     s.add_argument("out")
-    s.add_argument("--checkpoint", default="unist-tiny-5")
+    s.add_argument("--checkpoint", default="unist-tiny-6")
     s.add_argument("--windows", type=int, default=3)
     s.add_argument("--threads", type=int, default=2)
     c = sub.add_parser("compare")

@@ -1,6 +1,6 @@
 """Zero-shot imputation of a unist checkpoint against linear interpolation, spatial mean, k-NN mean and LOCF.
 
-  python eval/imputation.py --checkpoint unist-tiny-5 --dataset metr_la_week --dataset era5_t2m_uk \
+  python eval/imputation.py --checkpoint unist-tiny-6 --dataset metr_la_week --dataset era5_t2m_uk \
       --out runs/impute/results.json
 
 Hides observed values of windows of the test split (scattered points, and blocks: one span at a quarter of the
@@ -28,7 +28,7 @@ from unist.evaluation.protocols import _is_video, load_target
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The flags, each typed so a bad value stops here (usage + one error line, exit code 2)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="release folder or name (unist-tiny-5), or random:<model>")
+    ap.add_argument("--checkpoint", required=True, help="release folder or name (unist-tiny-6), or random:<model>")
     ap.add_argument("--dataset", action="append", required=True,
                     help="registered name or unist .npz file; repeat for several")
     ap.add_argument("--split", choices=("test", "val"), default="test",

@@ -1,6 +1,6 @@
 """Cross-domain zero-shot evaluation of a unist checkpoint against classical baselines.
 
-  python eval/zeroshot.py --checkpoint unist-tiny-5 --dataset metr_la_week --out runs/eval/results.json
+  python eval/zeroshot.py --checkpoint unist-tiny-6 --dataset metr_la_week --out runs/eval/results.json
   python eval/zeroshot.py --checkpoint random:unist_tiny --dataset metr_la_week --max-windows 50 \
       --out runs/eval/results.json --plot runs/eval/forecast.png --allow-contaminated
 
@@ -23,7 +23,7 @@ from unist.evaluation.finetune import MODES
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The flags, each typed so a bad value stops here (usage + one error line, exit code 2)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="release folder or name (unist-tiny-5), or random:<model>")
+    ap.add_argument("--checkpoint", required=True, help="release folder or name (unist-tiny-6), or random:<model>")
     ap.add_argument("--dataset", action="append", required=True,
                     help="registered name, unist .npz file or video file; repeat for several")
     ap.add_argument("--context", type=positive_int, help="context steps (default: the data type's protocol)")

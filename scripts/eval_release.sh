@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The zero-shot evaluation of a release on its held-out datasets (docs/evaluation.md "Development protocol"):
-#   bash scripts/eval_release.sh [checkpoints/unist-tiny-5]
+#   bash scripts/eval_release.sh [checkpoints/unist-tiny-6]
 # Writes <release>/eval/{test,validation}/results.{json,md} + plots, the imputation table, the model card's
 # evaluation section and README's table (scripts/readme_table.py). The test sets are scored once per release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-REL="${1:-checkpoints/unist-tiny-5}"
+REL="${1:-checkpoints/unist-tiny-6}"
 OUT=$REL/eval
 COMMON=(--checkpoint "$REL" --threads "${THREADS:-2}" --max-windows "${WINDOWS:-16}" --num-samples 8 --peer-max-series "${PEER_SERIES:-240}")
 TEST=(beijing_air_12site flu_bybw us_climdiv_precip nyc_bike1)          # blind: once per release

@@ -1,6 +1,6 @@
 """README's zero-shot table (and the model card's evaluation section) from a release's evaluation JSON.
 
-    python scripts/readme_table.py checkpoints/unist-tiny-5
+    python scripts/readme_table.py checkpoints/unist-tiny-6
 
 Reads <release>/eval/{test,test_video,validation}/results.json and <release>/eval/imputation/results.json (written by
 scripts/eval_release.sh) and replaces the text between the markers `<!-- zeroshot-table -->` and

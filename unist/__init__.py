@@ -1,7 +1,7 @@
 """unist: one spatio-temporal foundation model for grids, graphs and video.
 
     import unist
-    fc = unist.from_pretrained("unist-tiny-5")    # a unist.forecast.Forecaster (network + forecasting policy)
+    fc = unist.from_pretrained("unist-tiny-6")    # a unist.forecast.Forecaster (network + forecasting policy)
     fc.forecast(window, horizon=12)
 
 `from_pretrained` is resolved on first use (PEP 562), so `import unist.data` stays free of model code.

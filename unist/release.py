@@ -16,7 +16,7 @@ in config.json is trusted: it is checked field by field (`validate_config`: type
 file inside the folder), the weights against their size and sha256 and for NaN/inf; any problem is a
 `ReleaseError` that names the field or tensor and the fix. Building the model from a release is
 `unist.model.hub`; exporting a training checkpoint, the model card and the CLI are `unist.train.export`.
-A name (e.g. "unist-tiny-5") is looked up in `release_search_path()`: $UNIST_HOME/checkpoints, the installed
+A name (e.g. "unist-tiny-6") is looked up in `release_search_path()`: $UNIST_HOME/checkpoints, the installed
 package's releases (package data), then the source checkout's checkpoints/.
 """
 from __future__ import annotations
@@ -230,7 +230,7 @@ def rewrite_config(root: Path, config: dict[str, Any], card: str | None) -> None
 
 # ---------------------------------------------------------------------------------- read
 def release_search_path() -> list[Path]:
-    """Where a release name (e.g. "unist-tiny-5") is looked up, in order: $UNIST_HOME/checkpoints (when
+    """Where a release name (e.g. "unist-tiny-6") is looked up, in order: $UNIST_HOME/checkpoints (when
     UNIST_HOME is set), the installed package's releases (`PACKAGE_RELEASES`, shipped as package data)
     and the source checkout's `checkpoints/` (`CHECKPOINTS_DIR`)."""
     dirs = [Path(os.environ["UNIST_HOME"]).expanduser() / "checkpoints"] if os.environ.get("UNIST_HOME") else []
@@ -238,7 +238,7 @@ def release_search_path() -> list[Path]:
 
 
 def resolve_release(path_or_name: str | Path) -> Path:
-    """A release folder from a path (folder or its config.json) or a name like 'unist-tiny-5' (or 'unist_tiny_3'),
+    """A release folder from a path (folder or its config.json) or a name like 'unist-tiny-6' (or 'unist_tiny_3'),
     looked up in `release_search_path()`."""
     p = Path(path_or_name)
     if p.is_file() and p.name == "config.json":
@@ -264,7 +264,7 @@ def resolve_release(path_or_name: str | Path) -> Path:
 
 def load_name(folder: str | Path) -> str:
     """What to pass to `from_pretrained` for the release at `folder`: its name when the folder lies in a
-    directory of `release_search_path()` (e.g. "unist-tiny-5"), else the path itself."""
+    directory of `release_search_path()` (e.g. "unist-tiny-6"), else the path itself."""
     folder = Path(folder)
     if any(folder.resolve().parent == d.resolve() for d in release_search_path()):
         return folder.name

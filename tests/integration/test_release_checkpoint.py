@@ -1,4 +1,4 @@
-"""The shipped releases `checkpoints/unist-tiny-5/` (current), `unist-tiny-4/`, `unist-tiny-3/` and `unist-tiny-2/`: load by name on a
+"""The shipped releases `checkpoints/unist-tiny-6/` (current), `unist-tiny-5/`, `unist-tiny-4/`, `unist-tiny-3/` and `unist-tiny-2/`: load by name on a
 fresh clone (no network, no DeepSpeed, no pickle), are small, record their held-out datasets and forecasting
 policy, and forecast every layout. Then: nothing in a release is trusted (config.json checked field by field,
 weights against their size, sha256 and for NaN/inf), the writer, the model card, the policy CLI and the
@@ -27,14 +27,15 @@ from unist.release import (CHECKPOINTS_DIR, FORMAT_VERSION, ReleaseError, read_r
                            resolve_release, sha256_file, write_release)
 from unist.train.export import main, model_card, set_policy
 
-CURRENT, PREVIOUS = "unist-tiny-5", "unist-tiny-2"
+CURRENT, PREVIOUS = "unist-tiny-6", "unist-tiny-2"
 SHIPPED = CHECKPOINTS_DIR / CURRENT
-POLICIES = {CURRENT: {"correction": "checked", "beta": 4.0}, "unist-tiny-4": {"correction": "checked", "beta": 4.0},
+POLICIES = {CURRENT: {"correction": "checked", "beta": 4.0}, "unist-tiny-5": {"correction": "checked", "beta": 4.0},
+            "unist-tiny-4": {"correction": "checked", "beta": 4.0},
             "unist-tiny-3": {"correction": "checked", "beta": 4.0},
             PREVIOUS: {"correction": "full", "beta": 4.0}}
 
 
-@pytest.mark.parametrize("name", [CURRENT, "unist-tiny-4", "unist-tiny-3", PREVIOUS])
+@pytest.mark.parametrize("name", [CURRENT, "unist-tiny-5", "unist-tiny-4", "unist-tiny-3", PREVIOUS])
 def test_shipped_release_is_small_and_complete(name):
     root = CHECKPOINTS_DIR / name
     files = {p.name for p in root.iterdir()}

@@ -78,5 +78,7 @@ def test_lag_cycles_setting():
     for name in ("unist-tiny-2", "unist-tiny-3", "unist-tiny-4", "unist-tiny-5"):  # trained with 1.5: they keep it
         cfg = json.loads((REPO / "checkpoints" / name / "config.json").read_text())
         assert cfg["model_config"]["lag_cycles"] == 1.5 and cfg["model_config"]["lag_edge_dip"] is True, name
+    cfg = json.loads((REPO / "checkpoints" / "unist-tiny-6" / "config.json").read_text())["model_config"]
+    assert cfg["lag_cycles"] == 2.0 and cfg["lag_edge_dip"] is False  # the first release trained with them
     with pytest.raises(ConfigError, match="lag_edge_dip=1 must be a bool"):
         UniSTConfig(lag_edge_dip=1).validate()

@@ -1,7 +1,7 @@
 """The model under evaluation and its contamination audit.
 
-`load_checkpoint(spec)`: a release folder or name (`unist.model.hub.load_release`, e.g. "unist-tiny-5" ->
-<repo>/checkpoints/unist-tiny-5/, with the release's forecasting policy), or `random:<model>` (e.g. `random:unist_tiny`) for a randomly
+`load_checkpoint(spec)`: a release folder or name (`unist.model.hub.load_release`, e.g. "unist-tiny-6" ->
+<repo>/checkpoints/unist-tiny-6/, with the release's forecasting policy), or `random:<model>` (e.g. `random:unist_tiny`) for a randomly
 initialised model, which is how the harness itself is tested before a checkpoint exists (flagged
 `random_init` in every output).
 

@@ -2,7 +2,7 @@
 `impute` and `embed`; inputs as `STSeries`, numpy arrays or pandas long frames (unique_id, ds, y).
 
     import unist
-    fc = unist.from_pretrained("unist-tiny-5")       # = Forecaster.from_pretrained
+    fc = unist.from_pretrained("unist-tiny-6")       # = Forecaster.from_pretrained
     fc.forecast(window, horizon=12)
     fc.with_policy(correction="none").forecast(window, 12)   # the lag copy's rule alone (an ablation)
 

@@ -1,6 +1,6 @@
 """`Forecaster`: the forecasting API, a network plus its `ForecastPolicy`: `forecast`, `impute`, `embed`.
 
-    fc = unist.from_pretrained("unist-tiny-5")           # a Forecaster with the release's policy
+    fc = unist.from_pretrained("unist-tiny-6")           # a Forecaster with the release's policy
     fc.forecast(window, horizon=12)                      # STSeries | numpy array | pandas long frame
 
 Every call patchifies with the model's own patcher, so any grid, graph or video window works, and

@@ -141,7 +141,7 @@ class PretrainedMixin:
     def from_pretrained(cls, path_or_name: str | Path, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, verify: bool = True):
         """The network of a release (eval mode) on `device` (default CPU): a folder, or a name such as
-        "unist-tiny-5" (`unist.release.resolve_release`). For forecasting with the release's policy use
+        "unist-tiny-6" (`unist.release.resolve_release`). For forecasting with the release's policy use
         `unist.from_pretrained` (a `unist.forecast.Forecaster`)."""
         return load_release(cls, path_or_name, device=device, dtype=dtype, verify=verify).model
 

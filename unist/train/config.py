@@ -21,7 +21,7 @@ from .overrides import ConfigError, apply_override, field_type, leaf_keys, parse
 
 LAYOUT_NAMES = ("grid", "graph", "video")
 PRECISIONS = ("auto", "fp32", "bf16")
-# The datasets the current release holds out (checkpoints/unist-tiny-5/training_data.json "heldout",
+# The datasets the current release holds out (checkpoints/unist-tiny-6/training_data.json "heldout",
 # scripts/release_unist.sh HELDOUT; tests/integration/test_train_guards.py keeps the three equal): the default
 # `data.heldout`, so the default run never trains on what README's zero-shot table evaluates.
 # docs/evaluation.md: the first five are the validation sets (tuning), the last five the blind test sets.
