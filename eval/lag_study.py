@@ -28,14 +28,15 @@ import torch
 
 from unist.evaluation.checkpoints import load_checkpoint
 from unist.evaluation.forecasters import forecast_windows
-from unist.evaluation.protocols import load_target, protocol_for
-from unist.evaluation.windows import make_windows
+from unist.evaluation.protocols import Protocol, load_target, protocol_for
+from unist.evaluation.windows import EvalWindows, make_windows
 from unist.forecast import Forecaster
 from unist.model import UniST
 from unist.model.lags import SMOOTH_WINDOWS, LagParts
 
 
-def study(model: Forecaster, name: str, windows: int) -> dict[str, float]:
+def val_windows(name: str, windows: int) -> tuple[Protocol, EvalWindows, Callable[[np.ndarray], float]]:
+    """The protocol of dataset `name`, its validation-split windows and their MAE scorer."""
     s = load_target(name)
     p = protocol_for(s)
     w = make_windows(s, p, windows, "val")
@@ -44,6 +45,11 @@ def study(model: Forecaster, name: str, windows: int) -> dict[str, float]:
         ok = w.target_mask & np.isfinite(pred)
         return float(np.abs(pred - w.target)[ok].mean())
 
+    return p, w, mae
+
+
+def study(model: Forecaster, name: str, windows: int) -> dict[str, float]:
+    p, w, mae = val_windows(name, windows)
     last = np.stack([np.repeat(c.values[-1:], p.horizon, 0) for c in w.contexts])  # last step (NaN where missing)
     return {"net": mae(forecast_windows(model.with_policy(correction="full"), w.contexts, p.horizon, 8)),
             "checked": mae(forecast_windows(model.with_policy(correction="checked"), w.contexts, p.horizon, 8)),
@@ -84,14 +90,8 @@ def network_split(model: Forecaster, name: str, windows: int) -> dict[str, float
     """What of the network moves its forecast away from the rule (validation split, MAE): the decoder's say in the
     candidates' weights without the head's residual ("weights"), and the rule's weights plus the residual
     ("residual"); the network as trained has both, the rule neither."""
-    s = load_target(name)
-    p = protocol_for(s)
-    w = make_windows(s, p, windows, "val")
+    p, w, mae = val_windows(name, windows)
     net, full = model.model, model.with_policy(correction="full")
-
-    def mae(pred: np.ndarray) -> float:
-        ok = w.target_mask & np.isfinite(pred)
-        return float(np.abs(pred - w.target)[ok].mean())
 
     with no_residual(net):
         weights = mae(forecast_windows(full, w.contexts, p.horizon, 8))
@@ -103,15 +103,9 @@ def network_split(model: Forecaster, name: str, windows: int) -> dict[str, float
 def candidate_study(model: Forecaster, name: str, windows: int) -> tuple[dict[str, float], dict[str, float], str]:
     """MAE of each candidate alone (last value where it is missing), the rule's mean weight on each over the forecast
     tokens, and the copied lags: why the rule forecasts what it does (validation split)."""
-    s = load_target(name)
-    p = protocol_for(s)
-    w = make_windows(s, p, windows, "val")
+    p, w, mae = val_windows(name, windows)
     net, names = model.model, candidate_names(model.model.config)
     rule = model.with_policy(correction="none")
-
-    def mae(pred: np.ndarray) -> float:
-        ok = w.target_mask & np.isfinite(pred)
-        return float(np.abs(pred - w.target)[ok].mean())
 
     weights, lags = [], []
 

@@ -66,7 +66,8 @@ def best_lags(rmse: torch.Tensor, k: int, min_lag: int = 1, depth: float = 1.0, 
         below = torch.where(finite, lags, -1).cummax(1).values  # (G, n) last valid lag <= l, -1: none yet
         first = torch.where(finite, lags, n).amin(1, keepdim=True).clamp(max=n - 1)  # (G, 1)
         src = torch.where(below >= 0, below, first)
-        big = torch.where(torch.isfinite(rmse.gather(1, src)), rmse.gather(1, src), torch.full_like(rmse, 1e30))
+        near = rmse.gather(1, src)
+        big = torch.where(torch.isfinite(near), near, torch.full_like(rmse, 1e30))
     chosen = torch.zeros_like(finite)
     lo = 0
     for below, w in _SCALES:
