@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--fill", choices=("release", "on", "off"), default="release",
                     help="the lag copy's fill candidates (model.lag_fill): as the release was trained (default), or "
                          "switched on/off, e.g. on for a release trained without them (unist-tiny-3)")
+    ap.add_argument("--residual", choices=("release", "true", "false"), default="release",
+                    help="fill with the network's prediction with the patch head's residual or without it "
+                         "(ForecastPolicy.residual; default: the release's policy)")
     ap.add_argument("--device", type=device, default="cpu")
     ap.add_argument("--threads", type=positive_int, help="torch CPU threads (on a busy shared CPU, 1 is often faster)")
     ap.add_argument("--out", default="results.json", help="JSON path (results.md is written next to it)")
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = load_checkpoint(a.checkpoint, a.device)
         if a.fill != "release":  # weights untouched: the candidates have no parameters of their own
             ckpt.model.model.config.lag_fill = a.fill == "on"
+        if a.residual != "release":
+            ckpt = replace(ckpt, model=ckpt.model.with_policy(residual=a.residual == "true"))
         results = {"checkpoint": ckpt.describe(), "settings": {k: v for k, v in vars(a).items() if k != "out"},
                    "results": [evaluate_source(ckpt, src, a) for src in a.dataset]}
     except USER_ERRORS as e:

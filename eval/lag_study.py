@@ -11,7 +11,8 @@ candidates on for a release trained without them; --lag-error sets the backtest 
 (`UniSTConfig.lag_error`; releases up to unist-tiny-4 were trained with "rmse") and --lag-dip how deep a period's
 dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip), --lag-cycles how many times the context must
 hold a lag and --lag-edge-dip whether the longest such lag is always a dip (`UniSTConfig.lag_cycles`,
-`lag_edge_dip`; up to unist-tiny-5: 1.5 and true). A dataset may be a unist .npz file,
+`lag_edge_dip`; up to unist-tiny-5: 1.5 and true). --residual true|false sets whether the network's prediction includes the
+patch head's residual (`ForecastPolicy.residual`; unist-tiny-6 ships false). A dataset may be a unist .npz file,
 e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset; --candidates adds
 each candidate's MAE alone, the rule's mean weight on each over the forecast tokens, the lags most often copied, and
 the MAE of the network's two parts alone: the decoder's weights without the head's residual, the rule plus the
@@ -149,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lag-edge-dip", choices=("true", "false"), default=None,
                     help="whether the longest valid lag is always a dip (UniSTConfig.lag_edge_dip; up to unist-tiny-5: "
                          "true)")
+    ap.add_argument("--residual", choices=("true", "false"), default=None,
+                    help="whether the network's prediction includes the patch head's residual (ForecastPolicy.residual; "
+                         "default: the release's policy)")
     ap.add_argument("--candidates", action="store_true",
                     help="also print each candidate's MAE alone, the rule's mean weight on it, the copied lags and the "
                          "network's two parts (decoder weights alone, head residual on the rule alone)")
@@ -167,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.lag_edge_dip is not None:
         model.model.config.lag_edge_dip = args.lag_edge_dip == "true"
     model.model.config.validate()
+    if args.residual is not None:
+        model = model.with_policy(residual=args.residual == "true")
     for name in args.dataset:
         print(name, {k: round(v, 4) for k, v in study(model, name, args.windows).items()}, flush=True)
         if args.candidates:

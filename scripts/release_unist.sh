@@ -22,6 +22,8 @@ $PY train/pretrain.py name=$NAME-release out_dir="${RUN_DIR:-runs}" train.steps=
   data.heldout=$HELDOUT model.masking.strategies=temporal,temporal,random,tube,block \
   checkpoint.every=250 checkpoint.export=false logging.progress=false logging.print_every=50
 $PY -m unist.train.export export "$RUN/checkpoints" "$REL" --weights-dtype float16
-# The forecasting policy, chosen on the validation splits with eval/lag_study.py (docs/LOG.md): unist-tiny-4
-# to unist-tiny-6 forecast with the self-check. POLICY=full keeps the network as trained (the export's default).
-$PY -m unist.train.export policy "$REL" correction="${POLICY:-checked}"
+# The forecasting policy, chosen on the validation splits with eval/lag_study.py and eval/imputation.py --split val
+# (docs/LOG.md): unist-tiny-4 to unist-tiny-6 forecast with the self-check, unist-tiny-6 without the head's residual
+# (set after its export, session 12). POLICY=full keeps the network as trained, RESIDUAL=true the residual (the
+# export's defaults).
+$PY -m unist.train.export policy "$REL" correction="${POLICY:-checked}" residual="${RESIDUAL:-false}"

@@ -25,7 +25,7 @@ from unist.evaluation.finetune import finetune
 from unist.evaluation.forecasters import sample_locations, temporal_forecast
 from unist.evaluation.protocols import protocol_for
 from unist.evaluation.windows import make_windows
-from unist.forecast import Forecaster, horizon_limit
+from unist.forecast import Forecaster, ForecastPolicy, horizon_limit
 from unist.model import UniST, get_config
 from unist.model.hub import load_release
 from unist.release import FORMAT, FORMAT_VERSION, sha256_file
@@ -367,7 +367,8 @@ def test_finetune_command_writes_a_release_that_loads_and_forecasts(tmp_path, ca
                                         for k in changed))
     ft = rel.config["training"]["finetune"]
     assert ft["mode"] == ("lora" if lora else "full") and ft["steps"] == 2 and ft["base"] == "unist-tiny-3"
-    assert rel.config["forecast_policy"] == base.config["forecast_policy"] == {"correction": "checked", "beta": 4.0}
+    policies = [ForecastPolicy.from_dict(r.config["forecast_policy"]) for r in (rel, base)]
+    assert policies == [ForecastPolicy(correction="checked", beta=4.0)] * 2
     s = load_series(data)
     fc = Forecaster.from_pretrained(out)                                          # the base's policy carried over
     assert fc.policy.correction == "checked"
@@ -431,3 +432,8 @@ def test_lag_study_switches_the_backtest_error_on_synthetic_bursty_counts(tmp_pa
     split = ast.literal_eval(out[-1].split("network split", 1)[1].strip())
     assert set(split) == {"weights", "residual"}
     assert split["weights"] != split["residual"] and main_row["net"] not in split.values()  # each part moves it
+    # --residual false: the network as trained is its decoder weights alone (the split's "weights"), the rule stays
+    assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
+                      "--residual", "false"]) == 0
+    row = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1].split(" ", 1)[1])
+    assert row["net"] == pytest.approx(split["weights"], rel=1e-5) and row["rule"] == main_row["rule"]

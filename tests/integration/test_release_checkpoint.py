@@ -29,7 +29,7 @@ from unist.train.export import main, model_card, set_policy
 
 CURRENT, PREVIOUS = "unist-tiny-6", "unist-tiny-2"
 SHIPPED = CHECKPOINTS_DIR / CURRENT
-POLICIES = {CURRENT: {"correction": "checked", "beta": 4.0}, "unist-tiny-5": {"correction": "checked", "beta": 4.0},
+POLICIES = {CURRENT: {"correction": "checked", "beta": 4.0, "residual": False}, "unist-tiny-5": {"correction": "checked", "beta": 4.0},
             "unist-tiny-4": {"correction": "checked", "beta": 4.0},
             "unist-tiny-3": {"correction": "checked", "beta": 4.0},
             PREVIOUS: {"correction": "full", "beta": 4.0}}
@@ -66,12 +66,14 @@ def test_from_pretrained_by_name_forecasts_every_layout():
     fc = unist.from_pretrained(CURRENT)
     assert files.config["model_name"] == "unist_tiny" and files.path == SHIPPED
     assert isinstance(fc, Forecaster) and isinstance(fc.model, UniST) and not fc.model.training
-    assert fc.policy == ForecastPolicy(correction="checked", beta=4.0)  # the release's policy is applied
+    assert fc.policy == ForecastPolicy(correction="checked", beta=4.0, residual=False)  # the release's policy
     for s, h in _series_of_every_layout():
         out = fc.forecast(s, horizon=h)
         assert out.shape == (h, *s.values.shape[1:]) and np.isfinite(out).all()
         ablation = fc.with_policy(correction="none").forecast(s, horizon=h)  # the rule alone: a different forecast
-        assert ablation.shape == out.shape and not np.allclose(ablation, out)
+        trained = fc.with_policy(correction="full", residual=True).forecast(s, horizon=h)  # than the network's
+        assert ablation.shape == out.shape and not np.allclose(ablation, trained)
+        # (without the residual, a window whose tokens have one candidate, e.g. 8 video frames, is the rule itself)
 
 
 def test_previous_release_loads_with_its_own_policy():
@@ -92,25 +94,29 @@ def test_set_policy_changes_only_the_policy_and_records_it(tmp_path):
     assert Forecaster.from_pretrained(rel).policy.correction == "checked"
     main(["policy", str(rel), "correction=full"])
     after = json.loads((rel / "config.json").read_text())
-    assert Forecaster.from_pretrained(rel).policy == ForecastPolicy(correction="full")
+    assert Forecaster.from_pretrained(rel).policy == ForecastPolicy(correction="full", residual=False)
     assert (rel / "model.safetensors").read_bytes() == weights  # weights untouched, checksum still valid
     change = after["inference_changes"][-1]
     assert change["field"] == "forecast_policy.correction" and (change["old"], change["new"]) == ("checked", "full")
     assert after["inference_changes"][:-1] == before["inference_changes"]  # the earlier history is kept
-    assert after["forecast_policy"] == {"correction": "full", "beta": 4.0}
+    assert after["forecast_policy"] == {"correction": "full", "beta": 4.0, "residual": False}
     assert {k: v for k, v in after.items() if k not in ("forecast_policy", "inference_changes")} == \
         {k: v for k, v in before.items() if k not in ("forecast_policy", "inference_changes")}
     card = (rel / "MODEL_CARD.md").read_text()
     assert "Changed after export (weights untouched)" in card and "## Zero-shot evaluation" not in card
     assert '"correction": "full"' in card
     set_policy(rel, {"beta": 2.0})
-    assert Forecaster.from_pretrained(rel).policy == ForecastPolicy(correction="full", beta=2.0)
+    assert Forecaster.from_pretrained(rel).policy == ForecastPolicy(correction="full", beta=2.0, residual=False)
     with pytest.raises(ReleaseError, match="the policy's fields are"):
         set_policy(rel, {"d_model": 64})
     with pytest.raises(ConfigError, match="correction='yes' unknown"):
         set_policy(rel, {"correction": "yes"})
     assert json.loads((rel / "config.json").read_text())["forecast_policy"]["beta"] == 2.0  # refusals change nothing
-    for bad in ("depth=2", "self_check=true", "correction=yes"):
+    main(["policy", str(rel), "residual=true"])  # a bool is read from its word (bool("false") would be True)
+    assert Forecaster.from_pretrained(rel).policy == ForecastPolicy(correction="full", beta=2.0)
+    main(["policy", str(rel), "residual=false"])
+    assert Forecaster.from_pretrained(rel).policy == ForecastPolicy(correction="full", beta=2.0, residual=False)
+    for bad in ("depth=2", "self_check=true", "correction=yes", "residual=no"):
         with pytest.raises(SystemExit) as e:
             main(["policy", str(rel), bad])
         assert e.value.code == 2
@@ -251,7 +257,7 @@ def test_writer_refuses_non_finite_or_overflowing_weights(tmp_path):
         write_release(tmp_path / "out", big, *args, **meta, weights_dtype="float16")
     assert not (tmp_path / "out").exists()
     out = write_release(tmp_path / "out", sd, *args, **meta, weights_dtype="float16")  # a good one round-trips
-    assert unist.from_pretrained(out).policy == ForecastPolicy(correction="checked")
+    assert unist.from_pretrained(out).policy == ForecastPolicy(correction="checked", residual=False)
     assert json.loads((out / "config.json").read_text())["format_version"] == FORMAT_VERSION
 
 
@@ -268,7 +274,7 @@ def test_model_card_loads_the_folder_it_describes_and_shows_its_command(tmp_path
     assert f'unist.from_pretrained("{out}")' in card and f'"{CURRENT}"' not in card
     assert "`python train/pretrain.py` (the `tiny` preset, no overrides;" in card
     assert "python -m unist.train.export export RUN/checkpoints OUT" in card
-    assert '`{"correction": "checked", "beta": 4.0}`' in card  # the forecasting policy section
+    assert '`{"correction": "checked", "beta": 4.0, "residual": false}`' in card  # the forecasting policy section
     assert "train.steps=4500 " in model_card(r.config, r.training_data, CURRENT)  # the shipped run's overrides
     assert unist.from_pretrained(out).config.d_model == 128
     monkeypatch.setenv("UNIST_HOME", str(tmp_path))  # inside the search path, the card names the release

@@ -72,7 +72,7 @@ def test_default_run_writes_checkpoints_metrics_plot_and_release(default_run):
     assert all("train" in d["split"] for d in release["datasets"] if d["name"] not in ("synthetic", "prior"))
     cfg = json.loads((default_run / "release" / "config.json").read_text())
     assert cfg["model_name"] == "unist_tiny" and cfg["training"]["step"] == 4 and cfg["training"]["git"]["commit"]
-    assert cfg["format_version"] == 2 and cfg["forecast_policy"] == {"correction": "full", "beta": 4.0}  # the default
+    assert cfg["format_version"] == 2 and cfg["forecast_policy"] == {"correction": "full", "beta": 4.0, "residual": True}  # the default
     # the training checkpoint holds the Pretrainer (keys "net.*"); the release holds the bare network
     module = torch.load(ckpt / "step_00000004" / "mp_rank_00_model_states.pt", map_location="cpu",
                         weights_only=False)["module"]

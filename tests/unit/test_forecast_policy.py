@@ -163,7 +163,9 @@ def test_policy_defaults_and_dict_round_trip():
     assert Forecaster(create_model("unist_tiny")).policy == FULL  # a bare network forecasts as trained
     assert ForecastPolicy().beta == TRUST_BETA
     p = ForecastPolicy("checked", beta=2.0)
-    assert ForecastPolicy.from_dict(p.to_dict()) == p and p.to_dict() == {"correction": "checked", "beta": 2.0}
+    assert ForecastPolicy.from_dict(p.to_dict()) == p
+    assert p.to_dict() == {"correction": "checked", "beta": 2.0, "residual": True}
+    assert ForecastPolicy.from_dict({"correction": "checked", "beta": 2.0}) == p  # releases written before residual
     assert ForecastPolicy.from_dict(None) == ForecastPolicy() and p.replace(correction="none").beta == 2.0
     fc = Forecaster(create_model("unist_tiny"), p)
     assert fc.with_policy(correction="none").policy == ForecastPolicy("none", 2.0) and fc.policy == p  # a new object
@@ -174,6 +176,8 @@ def test_bad_policies_are_config_errors():
         ForecastPolicy("anchor_only")
     with pytest.raises(ConfigError, match="beta"):
         ForecastPolicy("checked", beta=0.0)
+    with pytest.raises(ConfigError, match="residual='no' must be true or false"):
+        ForecastPolicy("checked", residual="no")
     with pytest.raises(ConfigError, match=r"unknown forecast_policy fields \['self_check'\]"):
         ForecastPolicy.from_dict({"self_check": True})  # the removed config field is not read silently
 
@@ -187,9 +191,35 @@ def test_a_policy_that_needs_the_rule_on_a_model_without_a_lag_copy_is_an_error(
     assert fc.forecast_batch([graph_series(t=8, seed=5)], 4)[0].shape == (4, 11, 1)
     with pytest.raises(ConfigError, match="lag_candidates=0"):
         fc.with_policy(correction=correction)
+    with pytest.raises(ConfigError, match=r"residual=False.*lag_candidates=0.*residual=True"):
+        fc.with_policy(residual=False)
 
 
 def test_the_rule_gives_point_forecasts_only():
     fc = Forecaster(create_model("unist_tiny"), NONE)
     with pytest.raises(ConfigError, match="point forecasts only.*num_samples=0"):
         fc.forecast_batch([graph_series(t=8, seed=5)], 4, num_samples=2)
+
+
+def test_without_the_residual_the_network_is_its_decoder_weighted_lag_copy(single_thread):
+    model = _perturbed(tiny_model())
+    w = grid_series(t=16, seed=3)
+    fc = Forecaster(model, ForecastPolicy("full", residual=False))
+    no_head = copy.deepcopy(model)
+    no_head.head.forward = lambda h, rel_pos, channels: h.new_zeros(h.shape[0], rel_pos.shape[1], channels)
+    expect = Forecaster(no_head).forecast_batch([w], 8)[0]
+    np.testing.assert_allclose(fc.forecast_batch([w], 8)[0], expect, rtol=1e-5, atol=1e-5)
+    assert np.abs(Forecaster(model).forecast_batch([w], 8)[0] - expect).max() > 1e-3  # the residual does move it
+    # the rule never had the residual; the self-check now weighs the rule against the decoder's weighting alone
+    np.testing.assert_allclose(fc.with_policy(correction="none").forecast_batch([w], 8)[0],
+                               Forecaster(model, NONE).forecast_batch([w], 8)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fc.with_policy(correction="checked").forecast_batch([w], 8)[0],
+                               Forecaster(no_head, CHECKED).forecast_batch([w], 8)[0], rtol=1e-5, atol=1e-5)
+    # imputation follows the same switch
+    holes = copy.deepcopy(w)
+    holes.mask[5:7, 1:3] = False
+    holes.values[~holes.mask] = np.nan
+    got = fc.impute(holes).values
+    np.testing.assert_allclose(got, Forecaster(no_head).impute(holes).values, rtol=1e-5, atol=1e-5)
+    assert np.abs(got - Forecaster(model).impute(holes).values).max() > 1e-3
+    np.testing.assert_array_equal(got[holes.mask], w.values[holes.mask])  # observed values are kept

@@ -175,7 +175,7 @@ class Forecaster:
             out = model(batch, keep)
             nb, copy = out.batch, out.copy
             rule = model.lag_copy(copy) if policy.needs_rule else None  # (L, S, C) the backtest rule alone
-            z, trust = out.pred, None  # (L, S, C) normalised
+            z, trust = policy.network(out), None  # (L, S, C) normalised
             if policy.correction == "none":
                 z = rule
             elif backtests:
@@ -203,7 +203,8 @@ class Forecaster:
 
     # ------------------------------------------------------------------ imputation, embeddings
     def impute(self, series: STSeries) -> STSeries:
-        """Fill the missing values of `series` (mask False) with the network's reconstruction.
+        """Fill the missing values of `series` (mask False) with the network's reconstruction (with the head's
+        residual or without, by `policy.residual`).
 
         Tokens with at least one observed value go through the encoder with their observed cells;
         fully missing tokens are hidden and predicted from the others. Returns a copy with every value
@@ -218,7 +219,7 @@ class Forecaster:
         keep = batch.mask.flatten(1).any(dim=1)  # (L,) tokens with something observed
         with eval_mode(self.model):
             out = self.model(batch, keep)
-            y = denormalise(out.pred, out.mean, out.std).float().cpu()
+            y = denormalise(self.policy.network(out), out.mean, out.std).float().cpu()
         full = self.patcher.unpatchify(y.numpy(), batch)[0]
         filled = np.where(series.mask, series.values, full).astype(np.float32)
         meta = {**series.meta, "imputed": ~series.mask}

@@ -5,9 +5,14 @@ one formula:
 
   rule     the lag copy weighted by its in-context backtest alone (`UniST.lag_copy(copy, h=None)`): no learned
            say from the decoder, no head residual; a zero-shot classical ensemble by construction;
-  network  the network's own prediction (head residual + the lag copy weighted with the decoder features);
+  network  the network's own prediction: the lag copy weighted with the decoder features, plus the patch head's
+           residual when `residual` (False: the decoder's weighting of the candidates alone);
   w        by `correction`: "full" w = 1 (the network as trained), "none" w = 0 (the rule alone, an ablation),
            "checked" w = the self-check's trust, measured inside the context (below).
+
+`residual` also decides what `Forecaster.impute` fills with. Why it is a switch: out of domain the head's residual
+is the part of the network that transfers worst (docs/LOG.md, session 12: on the validation splits it costs
+imputation 1-14 % on 6 of 8 cells, while the decoder's weighting of the in-context candidates transfers).
 
 Why the self-check: zero-shot, the rule transfers by construction (its weights come from an in-context
 backtest), while the network's correction is learned from the training corpus and need not transfer to a
@@ -47,16 +52,22 @@ TRUST_BETA = 4.0
 @dataclass(frozen=True)
 class ForecastPolicy:
     """correction: "checked" (the network's correction scaled by its in-context self-check), "full" (the network
-    as trained) or "none" (the lag copy's rule alone; point forecasts only). beta: sharpness of the trust."""
+    as trained) or "none" (the lag copy's rule alone; point forecasts only). beta: sharpness of the trust.
+    residual: the network's prediction includes the patch head's residual (False: the decoder-weighted lag copy
+    alone), in forecasts and in `impute`."""
 
     correction: str = "full"
     beta: float = TRUST_BETA
+    residual: bool = True
 
     def __post_init__(self) -> None:
         if self.correction not in CORRECTIONS:
             raise ConfigError(f"ForecastPolicy.correction={self.correction!r} unknown: use one of {CORRECTIONS}")
         if not self.beta > 0:
             raise ConfigError(f"ForecastPolicy.beta={self.beta!r} must be > 0 (sharpness of the self-check's trust)")
+        if not isinstance(self.residual, bool):
+            raise ConfigError(f"ForecastPolicy.residual={self.residual!r} must be true or false (whether the network's "
+                              "prediction includes the patch head's residual)")
 
     @property
     def needs_rule(self) -> bool:
@@ -69,6 +80,9 @@ class ForecastPolicy:
                               "has no lag copy (lag_candidates=0): use correction='full'")
         if self.correction == "none" and num_samples:
             raise ConfigError("ForecastPolicy(correction='none') gives point forecasts only: use num_samples=0")
+        if not self.residual and not has_lag_copy:
+            raise ConfigError("ForecastPolicy(residual=False) leaves the network its lag copy alone, and this model has "
+                              "no lag copy (lag_candidates=0): use residual=True")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +97,11 @@ class ForecastPolicy:
 
     def replace(self, **changes: Any) -> "ForecastPolicy":
         return replace(self, **changes)
+
+    def network(self, out: Any) -> torch.Tensor:
+        """The network's prediction (L, S, C) of a `NetOutput` under this policy: `out.pred` (head residual + lag
+        copy) or, with residual=False, `out.lagged` (the decoder-weighted lag copy)."""
+        return out.pred if self.residual else out.lagged
 
 
 def release_policy(config: dict[str, Any], where: str) -> ForecastPolicy:

@@ -167,7 +167,8 @@ def _policy(config: dict[str, Any]) -> str:
     policy = release_policy(config, "config.json")
     text = (f"## Forecasting policy\n\n`{json.dumps(policy.to_dict())}` (`unist.forecast.ForecastPolicy`: "
             "correction 'checked' scales the network's correction of the lag copy's rule by an in-context "
-            "self-check; 'full' trusts the network as trained; 'none' is the rule alone).\n\n")
+            "self-check; 'full' trusts the network as trained; 'none' is the rule alone; residual false leaves the "
+            "patch head's residual out of the network's forecasts and imputations).\n\n")
     changes = config.get("inference_changes") or []
     if changes:
         text += "Changed after export (weights untouched):\n\n" + "\n".join(
@@ -206,6 +207,10 @@ def _parse_setting(text: str) -> tuple[str, Any]:
     if not sep or key not in fields:
         raise ReleaseError(f"{text!r}: give FIELD=VALUE with FIELD one of {sorted(fields)} (the forecasting policy; "
                            "anything else needs a new training run)")
+    if isinstance(fields[key], bool):  # bool("false") is True: read the words
+        if raw.lower() not in ("true", "false"):
+            raise ReleaseError(f"{text!r}: {key} takes true or false")
+        return key, raw.lower() == "true"
     return key, type(fields[key])(raw)
 
 
