@@ -15,8 +15,9 @@ hold a lag and --lag-edge-dip whether the longest such lag is always a dip (`Uni
 patch head's residual (`ForecastPolicy.residual`; unist-tiny-6 ships false). A dataset may be a unist .npz file,
 e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset; --candidates adds
 each candidate's MAE alone, the rule's mean weight on each over the forecast tokens, the lags most often copied, and
-the MAE of the network's two parts alone: the decoder's weights without the head's residual, the rule plus the
-residual.
+the MAE of the network's parts alone: the decoder's weights without the head's residual (also with the decoder's
+projection pooled over the batch's tokens: the scorer's learned feature rule without the token's context), the rule
+plus the residual; --network-split prints those parts only.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from unist.evaluation.protocols import Protocol, load_target, protocol_for
 from unist.evaluation.windows import EvalWindows, make_windows
 from unist.forecast import Forecaster
 from unist.model import UniST
+from unist.model.heads import LagScorer
 from unist.model.lags import SMOOTH_WINDOWS, LagParts
 
 
@@ -68,9 +70,10 @@ def candidate_names(cfg) -> list[str]:
 
 
 @contextmanager
-def scored_by(net: UniST, logits: Callable[[LagParts], torch.Tensor]) -> Iterator[None]:
-    """Within the block the model's lag copy mixes its candidates by `logits(parts)` (L, Q) instead of the scorer."""
-    net.lag_copy = lambda copy, h=None: copy.combine(logits(copy))
+def scored_by(net: UniST, logits: Callable[..., torch.Tensor], with_h: bool = False) -> Iterator[None]:
+    """Within the block the model's lag copy mixes its candidates by `logits(parts)` (L, Q) instead of the scorer
+    (with_h: `logits(parts, h)`, h the decoder features (L, dd))."""
+    net.lag_copy = lambda copy, h=None: copy.combine(logits(copy, h) if with_h else logits(copy))
     try:
         yield
     finally:
@@ -87,18 +90,30 @@ def no_residual(net: UniST) -> Iterator[None]:
         del net.head.forward
 
 
+def pooled_logits(scorer: LagScorer, copy: LagParts, h: torch.Tensor) -> torch.Tensor:
+    """The scorer's logits with every token's decoder projection replaced by its mean over the batch's tokens: the
+    learned nonlinear rule on the candidates' features, without what the decoder says of this token's context."""
+    f = copy.features.to(scorer.rule.weight.dtype)
+    p = scorer.proj(h.to(f.dtype)).mean(0)[None, None].expand(f.shape[0], f.shape[1], -1)
+    return scorer.rule(f).squeeze(-1) + scorer.mlp(torch.cat([f, p], -1)).squeeze(-1)
+
+
 def network_split(model: Forecaster, name: str, windows: int) -> dict[str, float]:
     """What of the network moves its forecast away from the rule (validation split, MAE): the decoder's say in the
-    candidates' weights without the head's residual ("weights"), and the rule's weights plus the residual
-    ("residual"); the network as trained has both, the rule neither."""
+    candidates' weights without the head's residual ("weights"), the same with the decoder's projection pooled over
+    the batch's tokens ("weights_pooled_h": the scorer's learned feature rule without the token's context), and the
+    rule's weights plus the residual ("residual"); the network as trained has the first and the last, the rule
+    neither."""
     p, w, mae = val_windows(name, windows)
     net, full = model.model, model.with_policy(correction="full")
 
     with no_residual(net):
         weights = mae(forecast_windows(full, w.contexts, p.horizon, 8))
+        with scored_by(net, lambda copy, h: pooled_logits(net.lag_scorer, copy, h), with_h=True):
+            pooled = mae(forecast_windows(full, w.contexts, p.horizon, 8))
     with scored_by(net, lambda copy: net.lag_scorer(copy.features, None)):
         residual = mae(forecast_windows(full, w.contexts, p.horizon, 8))
-    return {"weights": weights, "residual": residual}
+    return {"weights": weights, "weights_pooled_h": pooled, "residual": residual}
 
 
 def candidate_study(model: Forecaster, name: str, windows: int) -> tuple[dict[str, float], dict[str, float], str]:
@@ -156,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", action="store_true",
                     help="also print each candidate's MAE alone, the rule's mean weight on it, the copied lags and the "
                          "network's two parts (decoder weights alone, head residual on the rule alone)")
+    ap.add_argument("--network-split", action="store_true",
+                    help="print only the network's parts (what --candidates ends with), not each candidate alone")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -180,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             print("  alone", {k: round(v, 4) for k, v in alone.items()}, flush=True)
             print("  rule weight", {k: round(v, 3) for k, v in weight.items()}, flush=True)
             print("  lags found (tokens)", top or "none", flush=True)
+        if args.candidates or args.network_split:
             print("  network split", {k: round(v, 4) for k, v in network_split(model, name, args.windows).items()},
                   flush=True)
     return 0

@@ -430,8 +430,14 @@ def test_lag_study_switches_the_backtest_error_on_synthetic_bursty_counts(tmp_pa
     assert alone["last"] == pytest.approx(main_row["last_step"], rel=1e-3)
     assert sum(weight.values()) == pytest.approx(1, abs=0.01) and out[-2].startswith("  lags found (tokens)")
     split = ast.literal_eval(out[-1].split("network split", 1)[1].strip())
-    assert set(split) == {"weights", "residual"}
+    assert set(split) == {"weights", "weights_pooled_h", "residual"}
     assert split["weights"] != split["residual"] and main_row["net"] not in split.values()  # each part moves it
+    assert split["weights_pooled_h"] != split["weights"]  # the token's own decoder features move its weights
+    # --network-split: the same parts, without the per-candidate lines
+    assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
+                      "--network-split"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and ast.literal_eval(out[1].split("network split", 1)[1].strip()) == split
     # --residual false: the network as trained is its decoder weights alone (the split's "weights"), the rule stays
     assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
                       "--residual", "false"]) == 0
