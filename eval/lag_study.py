@@ -9,8 +9,8 @@ Windows have their targets in the validation split (steps 60-80 %, `make_windows
 split: this is where the policy (ForecastPolicy.correction, lag_smooth) is chosen (docs/LOG.md). --smooth switches the smoothed
 candidates on for a release trained without them; --lag-error sets the backtest error that weights the candidates
 (`UniSTConfig.lag_error`; releases up to unist-tiny-4 were trained with "rmse") and --lag-dip how deep a period's
-dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip), --lag-cycles how many times the context must
-hold a lag and --lag-edge-dip whether the longest such lag is always a dip (`UniSTConfig.lag_cycles`,
+dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip), --ets true|false switches the exponential-smoothing candidates (`UniSTConfig.lag_ets`), --lag-cycles how many times
+the context must hold a lag and --lag-edge-dip whether the longest such lag is always a dip (`UniSTConfig.lag_cycles`,
 `lag_edge_dip`; up to unist-tiny-5: 1.5 and true). --residual true|false sets whether the network's prediction includes the
 patch head's residual (`ForecastPolicy.residual`; unist-tiny-6 ships false). A dataset may be a unist .npz file,
 e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset; --candidates adds
@@ -35,6 +35,7 @@ from unist.evaluation.windows import EvalWindows, make_windows
 from unist.forecast import Forecaster
 from unist.model import UniST
 from unist.model.heads import LagScorer
+from unist.model.ets import ETS_PARAMS
 from unist.model.lags import SMOOTH_WINDOWS, LagParts
 
 
@@ -66,6 +67,7 @@ def candidate_names(cfg) -> list[str]:
     k = cfg.lag_candidates + 1
     names = ["last"] + [f"lag{i}" for i in range(k)] + [f"level{i}" for i in range(k)]
     names += [f"mean{w}tau" for w in SMOOTH_WINDOWS] if cfg.lag_smooth else []
+    names += [f"ets{a}" for a, _ in ETS_PARAMS] if cfg.lag_ets else []
     return names + (["interp", "cross"] if cfg.lag_fill else [])
 
 
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", action="append", required=True)
     ap.add_argument("--windows", type=int, default=16)
     ap.add_argument("--smooth", action="store_true", help="switch the smoothed-level candidates on (lag_smooth)")
+    ap.add_argument("--ets", choices=("true", "false"), default=None,
+                    help="the exponential-smoothing candidates on or off (UniSTConfig.lag_ets; default: the release's own)")
     ap.add_argument("--lag-error", choices=("mae", "rmse"), default=None,
                     help="the lag copy's backtest error (default: the release's own)")
     ap.add_argument("--lag-dip", type=float, default=None,
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         model.model.config.lag_smooth = True
     if args.lag_error:
         model.model.config.lag_error = args.lag_error
+    if args.ets is not None:
+        model.model.config.lag_ets = args.ets == "true"
     if args.lag_dip is not None:
         model.model.config.lag_dip = args.lag_dip
     if args.lag_cycles is not None:

@@ -24,6 +24,8 @@ $PY train/pretrain.py name=$NAME-release out_dir="${RUN_DIR:-runs}" train.steps=
 $PY -m unist.train.export export "$RUN/checkpoints" "$REL" --weights-dtype float16
 # The forecasting policy, chosen on the validation splits with eval/lag_study.py and eval/imputation.py --split val
 # (docs/LOG.md): unist-tiny-4 to unist-tiny-6 forecast with the self-check, unist-tiny-6 without the head's residual
-# (set after its export, session 12). POLICY=full keeps the network as trained, RESIDUAL=true the residual (the
+# (set after its export, session 12) and with the exponential-smoothing candidates (lag_ets, untrained; session 13).
+# POLICY=full keeps the network as trained, RESIDUAL=true the residual, LAG_ETS=false no Holt-Winters candidates (the
 # export's defaults).
-$PY -m unist.train.export policy "$REL" correction="${POLICY:-checked}" residual="${RESIDUAL:-false}"
+$PY -m unist.train.export policy "$REL" correction="${POLICY:-checked}" residual="${RESIDUAL:-false}" \
+  lag_ets="${LAG_ETS:-true}"

@@ -58,3 +58,11 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def assert_nothing_hidden_leaks(make_parts, values: torch.Tensor, seen: torch.Tensor, parts) -> None:
+    """The lag copy's candidates and features (`parts` = make_parts(values)) do not change when every cell the encoder
+    does not see is poisoned with 1e6."""
+    leaked = make_parts(torch.where(seen, values, torch.full_like(values, 1e6)))
+    torch.testing.assert_close(leaked.values, parts.values)
+    torch.testing.assert_close(leaked.features, parts.features)

@@ -116,10 +116,22 @@ def test_set_policy_changes_only_the_policy_and_records_it(tmp_path):
     assert Forecaster.from_pretrained(rel).policy == ForecastPolicy(correction="full", beta=2.0)
     main(["policy", str(rel), "residual=false"])
     assert Forecaster.from_pretrained(rel).policy == ForecastPolicy(correction="full", beta=2.0, residual=False)
-    for bad in ("depth=2", "self_check=true", "correction=yes", "residual=no"):
+    for bad in ("depth=2", "self_check=true", "correction=yes", "residual=no", "lag_ets=1"):
         with pytest.raises(SystemExit) as e:
             main(["policy", str(rel), bad])
         assert e.value.code == 2
+    # an inference-only model field (the exponential-smoothing candidates): recorded like a policy field
+    assert UniST.from_pretrained(rel).config.lag_ets is True  # unist-tiny-6 ships them (docs/LOG.md, session 13)
+    main(["policy", str(rel), "lag_ets=false"])
+    after = json.loads((rel / "config.json").read_text())
+    assert after["model_config"]["lag_ets"] is False and UniST.from_pretrained(rel).config.lag_ets is False
+    assert after["inference_changes"][-1]["field"] == "model_config.lag_ets"
+    assert (after["inference_changes"][-1]["old"], after["inference_changes"][-1]["new"]) == (True, False)
+    assert (rel / "model.safetensors").read_bytes() == weights
+    old = tmp_path / "old"
+    shutil.copytree(resolve_release("unist-tiny-4"), old)
+    with pytest.raises(ConfigError, match="lag_ets=True needs lag_error='mae'"):  # tiny-4 backtests in RMSE
+        set_policy(old, {"lag_ets": True})
 
 
 # ---------------------------------------------------------------------------------- nothing in a release is trusted

@@ -94,7 +94,6 @@ def _check_keys(d: dict[str, Any], cls: type, prefix: str) -> None:
                           "re-export it with this one (docs/training.md, 'Releases')")
 
 PATCH_CODECS = ("basis", "pointset")
-SCORER_INPUTS = ("raw", "relative")  # `UniSTConfig.lag_scorer_inputs`
 
 
 @dataclass
@@ -133,10 +132,9 @@ class UniSTConfig:
     lag_edge_dip: True (releases up to unist-tiny-5): the longest lag the context holds often enough is always a
     period candidate, since the lags beyond it count as infinitely bad; False: it must dip below its valid neighbours
     like any other lag (`lags.best_lags`).
-    lag_scorer_inputs: what the scorer's MLP (the decoder's say in the candidates' weights) reads of each candidate:
-    'raw' (releases up to unist-tiny-6: all features, among them the absolute log backtest error, log lag and log lead)
-    or 'relative' (the log error minus the token's best, no absolute lag or lead: a function of the features that is
-    the same for a series at any scale of error or sampling rate; `heads.LagScorer`, docs/LOG.md session 13).
+    lag_ets: the lag copy also offers additive Holt-Winters forecasts (`ets.py`: a smoothed level and a smoothed
+    profile of the best lag found in the values, two smoothing speeds), backtested in MAE (needs lag_error='mae').
+    Releases up to unist-tiny-6 were trained without them.
     """
 
     d_model: int = 128
@@ -172,7 +170,7 @@ class UniSTConfig:
     lag_dip: float = 0.8
     lag_cycles: float = 2.0
     lag_edge_dip: bool = False
-    lag_scorer_inputs: str = "raw"
+    lag_ets: bool = False
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,8 +218,11 @@ class UniSTConfig:
             raise ConfigError(f"lag_error={self.lag_error!r} unknown: use one of {LAG_ERRORS}")
         if not 0.0 < self.lag_dip <= 1.0:
             raise ConfigError(f"lag_dip={self.lag_dip} must be in (0, 1] (1 = any dip of the lag errors is a period)")
-        if self.lag_scorer_inputs not in SCORER_INPUTS:
-            raise ConfigError(f"lag_scorer_inputs={self.lag_scorer_inputs!r} unknown: use one of {SCORER_INPUTS}")
+        if not isinstance(self.lag_ets, bool):
+            raise ConfigError(f"lag_ets={self.lag_ets!r} must be a bool")
+        if self.lag_ets and self.lag_error != "mae":
+            raise ConfigError(f"lag_ets=True needs lag_error='mae' (got {self.lag_error!r}): the exponential-smoothing "
+                              "candidates are backtested in MAE only")
         if not isinstance(self.lag_edge_dip, bool):
             raise ConfigError(f"lag_edge_dip={self.lag_edge_dip!r} must be a bool (True: releases up to unist-tiny-5)")
         if not 1.0 <= self.lag_cycles <= 4.0:

@@ -83,18 +83,10 @@ class FlowHead(nn.Module):
 class LagScorer(nn.Module):
     """Logits (L, Q) of the lag candidates: a linear rule on each candidate's features (initialised to
     -4 log rmse, +1 for last value) plus, with decoder features h (L, dd), a small MLP on
-    [features, projection of h] whose output layer starts at zero.
+    [features, projection of h] whose output layer starts at zero."""
 
-    inputs='relative': the MLP reads each candidate's log error minus the token's lowest (over its available
-    candidates) and no log lag or log lead (columns 1 and 6 zeroed): the linear rule is invariant to a token-wide
-    shift of the log errors through the softmax, and so becomes the MLP; it cannot key on a dataset's scale of error
-    or sampling rate, which differ between the training mixture and a new series (docs/LOG.md, session 13)."""
-
-    def __init__(self, decoder_dim: int, hidden: int = 32, proj: int = 16, inputs: str = "raw"):
+    def __init__(self, decoder_dim: int, hidden: int = 32, proj: int = 16):
         super().__init__()
-        if inputs not in ("raw", "relative"):
-            raise ValueError(f"LagScorer: inputs={inputs!r} unknown: use 'raw' or 'relative'")
-        self.inputs = inputs
         self.rule = nn.Linear(LAG_FEATURES, 1)
         self.proj = nn.Linear(decoder_dim, proj)
         self.mlp = nn.Sequential(nn.Linear(LAG_FEATURES + proj, hidden), nn.GELU(), nn.Linear(hidden, 1))
@@ -113,18 +105,8 @@ class LagScorer(nn.Module):
         logits = self.rule(f).squeeze(-1)  # (L, Q)
         if h is not None:
             p = self.proj(h.to(f.dtype))[:, None].expand(-1, f.shape[1], -1)
-            logits = logits + self.mlp(torch.cat([self.mlp_features(f), p], -1)).squeeze(-1)
+            logits = logits + self.mlp(torch.cat([f, p], -1)).squeeze(-1)
         return logits
-
-    def mlp_features(self, f: torch.Tensor) -> torch.Tensor:
-        """What the MLP reads of the features (L, Q, LAG_FEATURES) (see the class docstring)."""
-        if self.inputs == "raw":
-            return f
-        avail = f[..., 3] > 0  # coverage: an unavailable candidate's features are all 0
-        best = torch.where(avail, f[..., 0], torch.full_like(f[..., 0], float("inf"))).amin(1, keepdim=True)
-        rel = torch.where(avail & torch.isfinite(best), f[..., 0] - best, torch.zeros_like(f[..., 0]))
-        zero = torch.zeros_like(f[..., :1])
-        return torch.cat([rel[..., None], zero, f[..., 2:6], zero, f[..., 7:]], -1)  # log lag (1), log lead (6): 0
 
 
 __all__ = ["AdaLNBlock", "FlowHead", "LagScorer"]

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .history import expand_steps, last_seen_values, latest_kept
+from .ets import ets_parts
 from .fill import fill_parts
 from .steps import (StepGrid, differences, lag_errors, lag_mae, lead_mae, sample_lag_errors, sample_moving_mean,
                     sample_smooth_errors, sample_smooth_mae, step_grid)
@@ -181,9 +182,9 @@ def copy_at(grid: StepGrid, t_index: torch.Tensor, lags: torch.Tensor, shift: to
 
 @dataclass
 class LagParts:
-    """Candidates of every token: values (L, Q, S, C) and availability (L, Q, S, C) of Q = 2K + 1 (+ W) (+ 2)
-    candidates (P, the K lag copies, the K level-corrected copies, the W smoothed levels, the 2 fill candidates of
-    `fill.py`), features (L, Q, LAG_FEATURES) for `LagScorer`."""
+    """Candidates of every token: values (L, Q, S, C) and availability (L, Q, S, C) of Q = 2K + 1 (+ W) (+ E) (+ 2)
+    candidates (P, the K lag copies, the K level-corrected copies, the W smoothed levels, the E exponential-smoothing
+    forecasts of `ets.py`, the 2 fill candidates of `fill.py`), features (L, Q, LAG_FEATURES) for `LagScorer`."""
 
     values: torch.Tensor
     available: torch.Tensor
@@ -227,7 +228,7 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
               max_lag: int = 2048, day_steps: torch.Tensor | None = None, smooth: bool = False,
               fill: bool = False, channels: list[int] | None = None,
               counts: tuple[list[int], list[int]] | None = None, error: str = "rmse", dip: float = 1.0,
-              cycles: float = 1.5, edge_dip: bool = True) -> LagParts:
+              cycles: float = 1.5, edge_dip: bool = True, ets: bool = False) -> LagParts:
     """`LagParts` of every token (see the module docstring).
 
     values, seen (L, S, C): normalised values and what the encoder sees; keep (L,) the visible tokens. Last value
@@ -245,9 +246,14 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
     the periods are picked on the RMSE of every lag either way, and the prominence feature compares a candidate's
     error with the median RMSE over all lags). dip: how deep a period's dip must be (`best_lags`' depth). cycles:
     how many times the context must hold a lag for it to be a candidate (`steps.lag_errors`; the clock's day and
-    week too); edge_dip: whether the longest valid lag is always a dip (`best_lags`; releases up to unist-tiny-5)."""
+    week too); edge_dip: whether the longest valid lag is always a dip (`best_lags`; releases up to unist-tiny-5).
+    ets: append the exponential-smoothing candidates (`ets.py`; their season is the shortest lag found in the values)
+    after the smoothed ones; needs error="mae"."""
     if error not in LAG_ERRORS:
         raise ValueError(f"lag_parts: error={error!r} unknown: use one of {LAG_ERRORS}")
+    if ets and error != "mae":
+        raise ValueError("lag_parts: the exponential-smoothing candidates (ets=True) are backtested in MAE only: "
+                         "use error='mae'")
     L, S, C = values.shape
     with torch.no_grad():
         last_val, has = last_seen_values(values, seen, tau)  # (L, P, C)
@@ -263,6 +269,10 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
         picked = sample_lag_errors(differences(grid), min(max_lag, T - 1), cycles)
         lag_g, _, ok_g = best_lags(picked, k, min_lag=tau, depth=dip, edge_dip=edge_dip)  # (G, K); shorter lags: last value covers them
         lag_g = torch.where(ok_g, lag_g, 0)
+        # (G,) the exponential smoothing's period: the shortest lag found (of l, 2l, 3l of one period: l), 0 if none
+        season_g = torch.where(lag_g > 0, lag_g, rmse.shape[1]).amin(1) if lag_g.shape[1] else \
+            torch.zeros(lag_g.shape[0], dtype=torch.long, device=lag_g.device)
+        season_g = torch.where(season_g < rmse.shape[1], season_g, 0)
         err_g = torch.where(ok_g, rmse.gather(1, lag_g), torch.full_like(rmse[:, :lag_g.shape[1]], float("inf")))
         if day_steps is not None:
             lag_g, err_g = _with_clock_lag(lag_g, err_g, rmse, day_steps, grid)
@@ -313,6 +323,12 @@ def lag_parts(values: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor, samp
             vals, avail = torch.cat([vals, sv.to(vals.dtype)], 1), torch.cat([avail, sok], 1)
             errs = torch.cat([errs, torch.where(torch.isfinite(serr), serr, torch.full_like(serr, 1e3))], 1)
             lag_all = torch.cat([lag_all, slag.clamp(min=1).to(lag_all.dtype)], 1)
+        if ets:
+            ev, eok, eerr, elag = ets_parts(grid, t_index, persist_src, persist_ok, lead, season_g,
+                                            lead_steps(max_lead, tau))
+            vals, avail = torch.cat([vals, ev.to(vals.dtype)], 1), torch.cat([avail, eok], 1)
+            errs = torch.cat([errs, torch.where(torch.isfinite(eerr), eerr, torch.full_like(eerr, 1e3))], 1)
+            lag_all = torch.cat([lag_all, elag.clamp(min=1).to(lag_all.dtype)], 1)
         if fill:
             fv, fok, ferr, flag = fill_parts(grid, values, seen, t_index, error)
             vals, avail = torch.cat([vals, fv.to(vals.dtype)], 1), torch.cat([avail, fok], 1)

@@ -3,6 +3,7 @@
     python -m unist.train.export export RUN/checkpoints OUT [--tag T] [--weights-dtype float16]
     python -m unist.train.export describe PATH
     python -m unist.train.export policy PATH correction=checked      # forecasting policy only; weights untouched
+    python -m unist.train.export policy PATH lag_ets=true            # an inference-only model field (INFERENCE_FIELDS)
 
 The folder format itself is `unist.release`; building a model from it is `unist.model.hub`. A training
 checkpoint holds `unist.objectives.Pretrainer`'s state, whose keys are the network's with the prefix "net."
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from unist.forecast.policy import ForecastPolicy, release_policy
+from unist.model.config import UniSTConfig
 from unist.model.hub import check_against_config, run_overrides
 from unist.model.unist import UniST
 from unist.release import (REPO_ROOT, WEIGHT_DTYPES, WEIGHTS, ReleaseError, describe, load_name, require_finite,
@@ -177,8 +179,14 @@ def _policy(config: dict[str, Any]) -> str:
     return text
 
 
+# Model fields that only add untrained candidates to the lag copy at inference, so a release may switch them after
+# export like a policy field (the scorer weights them by its rule's features; the weights are untouched)
+INFERENCE_FIELDS = {"lag_ets": False}
+
+
 def set_policy(path_or_name: str | Path, changes: dict[str, Any]) -> Path:
-    """Change the forecasting policy (`ForecastPolicy` fields) of a release in place.
+    """Change the forecasting policy (`ForecastPolicy` fields, and the model fields of `INFERENCE_FIELDS`) of a
+    release in place.
 
     The weights are untouched; each change is recorded in config.json (`inference_changes`) and the
     model card is rewritten from the config (its evaluation section is dropped: re-run the evaluation,
@@ -186,6 +194,7 @@ def set_policy(path_or_name: str | Path, changes: dict[str, Any]) -> Path:
     root = resolve_release(path_or_name)
     config = validate_config(json.loads((root / "config.json").read_text()), root)
     old = release_policy(config, f"{root}/config.json")
+    model_changes = {k: changes.pop(k) for k in list(changes) if k in INFERENCE_FIELDS}
     try:
         new = old.replace(**changes)
     except TypeError as e:
@@ -194,6 +203,11 @@ def set_policy(path_or_name: str | Path, changes: dict[str, Any]) -> Path:
     log = list(config.get("inference_changes") or [])
     log += [{"field": f"forecast_policy.{k}", "old": old.to_dict()[k], "new": v, "changed": when}
             for k, v in new.to_dict().items() if old.to_dict()[k] != v]
+    mc = config["model_config"]
+    log += [{"field": f"model_config.{k}", "old": mc.get(k, INFERENCE_FIELDS[k]), "new": v, "changed": when}
+            for k, v in model_changes.items() if mc.get(k, INFERENCE_FIELDS[k]) != v]
+    mc.update(model_changes)
+    UniSTConfig.from_dict(mc).validate()  # e.g. lag_ets needs lag_error='mae'
     config["forecast_policy"] = new.to_dict()
     config["inference_changes"] = log
     data = json.loads((root / "training_data.json").read_text()) if (root / "training_data.json").exists() else {}
@@ -203,10 +217,10 @@ def set_policy(path_or_name: str | Path, changes: dict[str, Any]) -> Path:
 
 def _parse_setting(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
-    fields = ForecastPolicy().to_dict()
+    fields = {**ForecastPolicy().to_dict(), **INFERENCE_FIELDS}
     if not sep or key not in fields:
-        raise ReleaseError(f"{text!r}: give FIELD=VALUE with FIELD one of {sorted(fields)} (the forecasting policy; "
-                           "anything else needs a new training run)")
+        raise ReleaseError(f"{text!r}: give FIELD=VALUE with FIELD one of {sorted(fields)} (the forecasting policy "
+                           "and the inference-only candidates; anything else needs a new training run)")
     if isinstance(fields[key], bool):  # bool("false") is True: read the words
         if raw.lower() not in ("true", "false"):
             raise ReleaseError(f"{text!r}: {key} takes true or false")

@@ -1,0 +1,124 @@
+"""Exponential-smoothing candidates of the lag copy: additive Holt-Winters (ETS(A,N,A)) run on the context.
+
+Why: on daily station counts with a weekly cycle (Paris bike hire, a validation set) statsforecast's AutoETS fitted
+on the context beats every candidate of the lag copy and their backtest-weighted mix by 7 % (docs/LOG.md, session
+13): a level and a seasonal profile both smoothed over many cycles forecast better than any one copy, last value or
+window mean. Here every spatial patch runs the recursion over its own seen steps (error-correction form):
+
+    e_t = x_t - l_{t-1} - s_{t-m},   l_t = l_{t-1} + alpha e_t,   s_t = s_{t-m} + gamma e_t
+
+with m the shortest lag the patch found in the values (`lags.best_lags`; of l, 2l, 3l of one period, l; none: no
+seasonal term, simple exponential smoothing), the level started at the mean of the first cycle's seen steps and the profile at their deviations
+from it; unseen steps carry the states. From an origin o the forecast at lead d is l_o + s_{o + d - m ceil(d/m)}.
+`ETS_PARAMS` holds one (alpha, gamma) pair per candidate, a slowly and a fast adapting one; the rule picks between
+them (and the other candidates) by their in-context MAE at the token's lead, over origins at least two cycles in.
+The recursion is a loop over the T steps of the step grid (elementwise on (G, pairs, P, C)), run without gradient.
+"""
+from __future__ import annotations
+
+import torch
+
+from .steps import StepGrid
+
+ETS_PARAMS = ((0.1, 0.3), (0.5, 0.3))  # (alpha, gamma) of each candidate
+
+
+def ets_states(grid: StepGrid, season: torch.Tensor, params: tuple[tuple[float, float], ...] = ETS_PARAMS
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Level and seasonal states after every step: season (G,) the period m of each group (0: none) ->
+    level (G, E, T, P, C), profile (G, E, T, P, C) (the seasonal state written at step t, for its phase) and
+    start (G,) the first step of the recursion (the states before it are the initial ones)."""
+    x, m = grid.x.float(), grid.m
+    G, T, P, C = x.shape
+    E = len(params)
+    a = torch.tensor([p[0] for p in params], device=x.device)[None, :, None, None]  # (1, E, 1, 1)
+    g = torch.tensor([p[1] for p in params], device=x.device)[None, :, None, None]
+    start = season.clamp(min=1).clamp(max=T)  # (G,) the first cycle (one step without a season) starts the states
+    steps = torch.arange(T, device=x.device)
+    first = (steps[None] < start[:, None])[:, :, None, None] & m  # (G, T, P, C)
+    cnt = first.sum(1)
+    l0 = torch.where(first, x, 0).sum(1) / cnt.clamp(min=1)  # (G, P, C)
+    seasonal = (season > 0)[:, None, None, None]
+    s0 = torch.where(first & seasonal, x - l0[:, None], 0)  # (G, T, P, C): deviations in the first cycle
+    level = x.new_zeros(G, E, T, P, C)
+    prof = s0[:, None].expand(G, E, T, P, C).clone()
+    lv = l0[:, None].expand(G, E, P, C).clone()
+    gi = torch.arange(G, device=x.device)
+    for t in range(T):
+        on = (t >= start)[:, None, None, None]  # (G, 1, 1, 1)
+        back = (t - season).clamp(min=0)
+        st = torch.where(seasonal, prof[gi, :, back], 0)  # (G, E, P, C)
+        ok = on & m[:, t][:, None]
+        e = x[:, t][:, None] - lv - st
+        lv = torch.where(ok, lv + a * e, lv)
+        prof[:, :, t] = torch.where(on, torch.where(ok, st + g * e, st), prof[:, :, t])
+        level[:, :, t] = lv
+    return level, prof, start
+
+
+def _ahead(level: torch.Tensor, prof: torch.Tensor, season: torch.Tensor, origin: torch.Tensor, lead: torch.Tensor
+           ) -> torch.Tensor:
+    """Forecasts l_o + s_{o + d - m ceil(d / m)} for groups' rows: level, prof (N, E, T, P, C), season (N,),
+    origin and lead (N, J) -> (N, E, J, P, C)."""
+    N, E, T, P, C = level.shape
+    m = season[:, None].clamp(min=1)
+    back = torch.where(season[:, None] > 0, m * torch.div(lead + m - 1, m, rounding_mode="floor") - lead, 0)
+    o = origin.clamp(0, T - 1)
+    src = (o - back).clamp(0, T - 1)
+    idx = lambda i: i[:, None, :, None, None].expand(N, E, i.shape[1], P, C)
+    seas = torch.where((season > 0)[:, None, None, None, None], prof.gather(2, idx(src)), 0)
+    return level.gather(2, idx(o)) + seas
+
+
+def ets_mae(grid: StepGrid, season: torch.Tensor, states: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+            leads: list[int]) -> torch.Tensor:
+    """In-context MAE of each candidate at each lead (`lags.lead_steps`) -> (G, E, D), inf where fewer than tau
+    origins at least two cycles in (one cycle of updates after the first) have a seen target."""
+    level, prof, start = states
+    G, E, T, P, C = level.shape
+    out = level.new_full((G, E, len(leads)), float("inf"))
+    origin = torch.arange(T, device=level.device)[None].expand(G, T)  # (G, T) every step as an origin
+    warm = origin >= (2 * start - 1)[:, None]
+    for j, d in enumerate(leads):
+        if d >= T:
+            continue
+        pred = _ahead(level, prof, season, origin[:, :T - d], torch.full_like(origin[:, :T - d], d))[:, :, :, :, :]
+        target, seen = grid.x[:, d:].float(), grid.m[:, d:] & warm[:, :T - d, None, None]  # (G, T - d, P, C)
+        err = (pred - target[:, None]).abs() * seen[:, None]
+        n = seen.sum((1, 2, 3))  # (G,)
+        mae = err.sum((2, 3, 4)) / n.clamp(min=1)[:, None]
+        out[:, :, j] = torch.where((n >= grid.tau)[:, None], mae, out[:, :, j])
+    return out
+
+
+def ets_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_ok: torch.Tensor, lead: torch.Tensor,
+              season_g: torch.Tensor, leads: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                   torch.Tensor]:
+    """The exponential-smoothing candidates of every token, forecast from the end of its last-value token `src`
+    (L,) with its group's period season_g (G,) (0: none, and then no candidate: without a season the recursion is a
+    smoothed level, which the smoothed candidates of `lags.smooth_parts` already offer) -> values, available (L, E, tau * P, C), their in-context
+    MAE at the token's lead (L, E; `leads` = `lags.lead_steps`) and effective lags (L, E) (lead + the mean age of
+    the level's weights, (1 - alpha) / alpha)."""
+    tau = grid.tau
+    G, T, P, C = grid.x.shape
+    L = t_index.shape[0]
+    states = ets_states(grid, season_g)
+    level, prof, start = states
+    E = level.shape[1]
+    gL = grid.group  # (L,)
+    origin = ((t_index[src] + 1) * tau - 1)[:, None].expand(L, tau)  # (L, tau) last step of the source token
+    steps = t_index[:, None] * tau + torch.arange(tau, device=t_index.device)[None]  # (L, tau)
+    ahead = steps - origin  # (L, tau) the lead of each step
+    vals = _ahead(level[gL], prof[gL], season_g[gL], origin, ahead.clamp(min=1))  # (L, E, tau, P, C)
+    has = grid.m[gL].any(1)  # (L, P, C): the group saw this cell at all (else the states never started)
+    ok = (src_ok & (season_g[gL] > 0) & (origin[:, 0] >= start[gL] - 1))[:, None, None, None, None] & (ahead >= 1)[:, None, :, None, None] \
+        & has[:, None, None]
+    ok = ok.expand(L, E, tau, P, C)
+    err = ets_mae(grid, season_g, states, leads)[gL]  # (L, E, D)
+    err = err.gather(2, (lead.long() // tau).clamp(0, err.shape[2] - 1)[:, None, None].expand(L, E, 1))[..., 0]
+    age = torch.tensor([(1 - p[0]) / p[0] for p in ETS_PARAMS], device=lead.device, dtype=lead.dtype)
+    vals = torch.where(ok, vals, 0).reshape(L, E, tau * P, C)
+    return vals, ok.reshape(L, E, tau * P, C), err, lead[:, None] + age[None]
+
+
+__all__ = ["ETS_PARAMS", "ets_mae", "ets_parts", "ets_states"]
