@@ -63,7 +63,8 @@ def test_forecasts_a_seasonal_series_with_a_wandering_level_and_backtests_it():
     grid = StepGrid(X[:, :70], torch.ones(1, 70, 1, 1, dtype=torch.bool), torch.zeros(1, dtype=torch.long), 1)
     season = torch.tensor([s])
     states = ets_states(grid, season)
-    pred = _ahead(states[0], states[1], season, torch.tensor([[69] * 14]), torch.arange(1, 15)[None])
+    pred = _ahead(states[0], states[1], season, torch.tensor([0]), torch.tensor([[69] * 14]),
+                  torch.arange(1, 15)[None])
     err_ets = np.abs(pred[0, 1, :, 0, 0].numpy() - x[70:84]).mean()  # the fast one (alpha 0.5)
     err_last = np.abs(x[69] - x[70:84]).mean()
     err_sn = np.abs(np.concatenate([x[63:70], x[63:70]]) - x[70:84]).mean()

@@ -12,7 +12,8 @@ seasonal term, simple exponential smoothing), the level started at the mean of t
 from it; unseen steps carry the states. From an origin o the forecast at lead d is l_o + s_{o + d - m ceil(d/m)}.
 `ETS_PARAMS` holds one (alpha, gamma) pair per candidate, a slowly and a fast adapting one; the rule picks between
 them (and the other candidates) by their in-context MAE at the token's lead, over origins at least two cycles in.
-The recursion is a loop over the T steps of the step grid (elementwise on (G, pairs, P, C)), run without gradient.
+The recursion is a loop over the T steps of the step grid (elementwise on (G, pairs, P, C)) for the groups
+with a period only, run without gradient.
 """
 from __future__ import annotations
 
@@ -56,18 +57,21 @@ def ets_states(grid: StepGrid, season: torch.Tensor, params: tuple[tuple[float, 
     return level, prof, start
 
 
-def _ahead(level: torch.Tensor, prof: torch.Tensor, season: torch.Tensor, origin: torch.Tensor, lead: torch.Tensor
-           ) -> torch.Tensor:
-    """Forecasts l_o + s_{o + d - m ceil(d / m)} for groups' rows: level, prof (N, E, T, P, C), season (N,),
-    origin and lead (N, J) -> (N, E, J, P, C)."""
-    N, E, T, P, C = level.shape
-    m = season[:, None].clamp(min=1)
-    back = torch.where(season[:, None] > 0, m * torch.div(lead + m - 1, m, rounding_mode="floor") - lead, 0)
+def _ahead(level: torch.Tensor, prof: torch.Tensor, season: torch.Tensor, rows: torch.Tensor, origin: torch.Tensor,
+           lead: torch.Tensor) -> torch.Tensor:
+    """Forecasts l_o + s_{o + d - m ceil(d / m)}: level, prof (G, E, T, P, C) and season (G,) of the groups, rows
+    (N,) the group of each forecast row, origin and lead (N, J) -> (N, E, J, P, C); gathered in place (a row never
+    copies its group's whole state history)."""
+    T = level.shape[2]
+    m = season[rows][:, None]  # (N, 1)
+    step = m.clamp(min=1)
+    back = torch.where(m > 0, step * torch.div(lead + step - 1, step, rounding_mode="floor") - lead, 0)
     o = origin.clamp(0, T - 1)
     src = (o - back).clamp(0, T - 1)
-    idx = lambda i: i[:, None, :, None, None].expand(N, E, i.shape[1], P, C)
-    seas = torch.where((season > 0)[:, None, None, None, None], prof.gather(2, idx(src)), 0)
-    return level.gather(2, idx(o)) + seas
+    r = rows[:, None]
+    lv = level[r, :, o]  # (N, J, E, P, C): the indexed dims come first
+    sv = torch.where((m > 0)[..., None, None, None], prof[r, :, src], 0)
+    return (lv + sv).transpose(1, 2)
 
 
 def ets_mae(grid: StepGrid, season: torch.Tensor, states: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -77,12 +81,13 @@ def ets_mae(grid: StepGrid, season: torch.Tensor, states: tuple[torch.Tensor, to
     level, prof, start = states
     G, E, T, P, C = level.shape
     out = level.new_full((G, E, len(leads)), float("inf"))
+    rows = torch.arange(G, device=level.device)
     origin = torch.arange(T, device=level.device)[None].expand(G, T)  # (G, T) every step as an origin
     warm = origin >= (2 * start - 1)[:, None]
     for j, d in enumerate(leads):
         if d >= T:
             continue
-        pred = _ahead(level, prof, season, origin[:, :T - d], torch.full_like(origin[:, :T - d], d))[:, :, :, :, :]
+        pred = _ahead(level, prof, season, rows, origin[:, :T - d], torch.full_like(origin[:, :T - d], d))
         target, seen = grid.x[:, d:].float(), grid.m[:, d:] & warm[:, :T - d, None, None]  # (G, T - d, P, C)
         err = (pred - target[:, None]).abs() * seen[:, None]
         n = seen.sum((1, 2, 3))  # (G,)
@@ -96,28 +101,40 @@ def ets_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_ok: 
                                                                    torch.Tensor]:
     """The exponential-smoothing candidates of every token, forecast from the end of its last-value token `src`
     (L,) with its group's period season_g (G,) (0: none, and then no candidate: without a season the recursion is a
-    smoothed level, which the smoothed candidates of `lags.smooth_parts` already offer) -> values, available (L, E, tau * P, C), their in-context
-    MAE at the token's lead (L, E; `leads` = `lags.lead_steps`) and effective lags (L, E) (lead + the mean age of
-    the level's weights, (1 - alpha) / alpha)."""
+    smoothed level, which the smoothed candidates of `lags.smooth_parts` already offer) -> values, available
+    (L, E, tau * P, C), their in-context MAE at the token's lead (L, E; `leads` = `lags.lead_steps`) and effective
+    lags (L, E) (lead + the mean age of the level's weights, (1 - alpha) / alpha).
+
+    Only the groups with a period run the recursion (in a training batch 5-10 % of them; one host sync for their
+    count)."""
     tau = grid.tau
     G, T, P, C = grid.x.shape
-    L = t_index.shape[0]
-    states = ets_states(grid, season_g)
+    L, E = t_index.shape[0], len(ETS_PARAMS)
+    sel = torch.nonzero(season_g > 0)[:, 0]  # (Gs,) host sync: the subset's size
+    sub = torch.full((G,), -1, dtype=torch.long, device=season_g.device)
+    sub[sel] = torch.arange(sel.shape[0], device=season_g.device)
+    if not sel.numel():  # no group has a period: no candidate anywhere
+        none = torch.zeros(L, E, tau * P, C, dtype=torch.bool, device=grid.x.device)
+        age = lead[:, None].expand(L, E)
+        return grid.x.new_zeros(L, E, tau * P, C), none, grid.x.new_full((L, E), float("inf")), age
+    part = StepGrid(grid.x[sel], grid.m[sel], grid.group, tau)
+    season = season_g[sel]
+    states = ets_states(part, season)
     level, prof, start = states
-    E = level.shape[1]
-    gL = grid.group  # (L,)
+    rows = sub[grid.group].clamp(min=0)  # (L,) the token's group in the subset (0 where it has none)
+    in_sub = (sub[grid.group] >= 0) & src_ok
     origin = ((t_index[src] + 1) * tau - 1)[:, None].expand(L, tau)  # (L, tau) last step of the source token
     steps = t_index[:, None] * tau + torch.arange(tau, device=t_index.device)[None]  # (L, tau)
     ahead = steps - origin  # (L, tau) the lead of each step
-    vals = _ahead(level[gL], prof[gL], season_g[gL], origin, ahead.clamp(min=1))  # (L, E, tau, P, C)
-    has = grid.m[gL].any(1)  # (L, P, C): the group saw this cell at all (else the states never started)
-    ok = (src_ok & (season_g[gL] > 0) & (origin[:, 0] >= start[gL] - 1))[:, None, None, None, None] & (ahead >= 1)[:, None, :, None, None] \
-        & has[:, None, None]
-    ok = ok.expand(L, E, tau, P, C)
-    err = ets_mae(grid, season_g, states, leads)[gL]  # (L, E, D)
+    ok = (in_sub & (origin[:, 0] >= start[rows] - 1))[:, None, None, None, None] \
+        & (ahead >= 1)[:, None, :, None, None] & part.m.any(1)[rows][:, None, None]  # a cell the group saw at all
+    vals = _ahead(level, prof, season, rows, origin, ahead.clamp(min=1))  # (L, E, tau, P, C)
+    err = ets_mae(part, season, states, leads)[rows]  # (L, E, D)
     err = err.gather(2, (lead.long() // tau).clamp(0, err.shape[2] - 1)[:, None, None].expand(L, E, 1))[..., 0]
+    ok = ok.expand(L, E, tau, P, C)
+    err = torch.where(in_sub[:, None], err, float("inf"))
     age = torch.tensor([(1 - p[0]) / p[0] for p in ETS_PARAMS], device=lead.device, dtype=lead.dtype)
-    vals = torch.where(ok, vals, 0).reshape(L, E, tau * P, C)
+    vals = torch.where(ok, vals.to(grid.x.dtype), 0).reshape(L, E, tau * P, C)
     return vals, ok.reshape(L, E, tau * P, C), err, lead[:, None] + age[None]
 
 
