@@ -438,6 +438,17 @@ def test_lag_study_switches_the_backtest_error_on_synthetic_bursty_counts(tmp_pa
                       "--network-split"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and ast.literal_eval(out[1].split("network split", 1)[1].strip()) == split
+    # --ets true: the Holt-Winters candidates join after the smoothed levels (tiny-5 finds "periods" in bursty counts:
+    # its longest valid lag is always a dip); on these two windows the rule gives them no weight (its MAE is the same
+    # to four digits)
+    assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
+                      "--candidates", "--ets", "true"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    with_ets = ast.literal_eval(out[-4].split("alone", 1)[1].strip())
+    assert list(with_ets)[-4:] == ["ets0.1", "ets0.5", "interp", "cross"]
+    assert with_ets["ets0.1"] != with_ets["last"] and with_ets["ets0.1"] != with_ets["ets0.5"]
+    ets_row = ast.literal_eval(out[-5].split(" ", 1)[1])
+    assert ets_row["last_step"] == main_row["last_step"] and ets_row["rule"] == main_row["rule"]
     # --residual false: the network as trained is its decoder weights alone (the split's "weights"), the rule stays
     assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
                       "--residual", "false"]) == 0
