@@ -133,7 +133,8 @@ class UniSTConfig:
     period candidate, since the lags beyond it count as infinitely bad; False: it must dip below its valid neighbours
     like any other lag (`lags.best_lags`).
     lag_ets: the lag copy also offers additive Holt-Winters forecasts (`ets.py`: a smoothed level and a smoothed
-    profile of the best lag found in the values, two smoothing speeds), backtested in MAE (needs lag_error='mae').
+    profile of the shortest lag found in the values, two smoothing speeds; none where no lag is found), backtested in
+    MAE (needs lag_error='mae').
     Releases up to unist-tiny-6 were trained without them.
     """
 

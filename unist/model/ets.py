@@ -7,9 +7,11 @@ window mean. Here every spatial patch runs the recursion over its own seen steps
 
     e_t = x_t - l_{t-1} - s_{t-m},   l_t = l_{t-1} + alpha e_t,   s_t = s_{t-m} + gamma e_t
 
-with m the shortest lag the patch found in the values (`lags.best_lags`; of l, 2l, 3l of one period, l; none: no
-seasonal term, simple exponential smoothing), the level started at the mean of the first cycle's seen steps and the profile at their deviations
-from it; unseen steps carry the states. From an origin o the forecast at lead d is l_o + s_{o + d - m ceil(d/m)}.
+with m the shortest lag the patch found in the values (`lags.best_lags`; of l, 2l, 3l of one period, l), the level
+started at the mean of the first cycle's seen steps and the profile at their deviations from it; unseen steps carry
+the states. A patch with no lag found gets no candidate (`ets_states` also runs m = 0, simple exponential smoothing,
+but the rule over-trusted it: docs/LOG.md, session 13).
+From an origin o the forecast at lead d is l_o + s_{o + d - m ceil(d/m)}.
 `ETS_PARAMS` holds one (alpha, gamma) pair per candidate, a slowly and a fast adapting one; the rule picks between
 them (and the other candidates) by their in-context MAE at the token's lead, over origins at least two cycles in.
 The recursion is a loop over the T steps of the step grid (elementwise on (G, pairs, P, C)) for the groups
@@ -110,13 +112,13 @@ def ets_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_ok: 
     tau = grid.tau
     G, T, P, C = grid.x.shape
     L, E = t_index.shape[0], len(ETS_PARAMS)
+    age = lead[:, None] + torch.tensor([(1 - p[0]) / p[0] for p in ETS_PARAMS], device=lead.device, dtype=lead.dtype)
     sel = torch.nonzero(season_g > 0)[:, 0]  # (Gs,) host sync: the subset's size
-    sub = torch.full((G,), -1, dtype=torch.long, device=season_g.device)
-    sub[sel] = torch.arange(sel.shape[0], device=season_g.device)
     if not sel.numel():  # no group has a period: no candidate anywhere
         none = torch.zeros(L, E, tau * P, C, dtype=torch.bool, device=grid.x.device)
-        age = lead[:, None].expand(L, E)
         return grid.x.new_zeros(L, E, tau * P, C), none, grid.x.new_full((L, E), float("inf")), age
+    sub = torch.full((G,), -1, dtype=torch.long, device=season_g.device)
+    sub[sel] = torch.arange(sel.shape[0], device=season_g.device)
     part = StepGrid(grid.x[sel], grid.m[sel], grid.group, tau)
     season = season_g[sel]
     states = ets_states(part, season)
@@ -133,9 +135,8 @@ def ets_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_ok: 
     err = err.gather(2, (lead.long() // tau).clamp(0, err.shape[2] - 1)[:, None, None].expand(L, E, 1))[..., 0]
     ok = ok.expand(L, E, tau, P, C)
     err = torch.where(in_sub[:, None], err, float("inf"))
-    age = torch.tensor([(1 - p[0]) / p[0] for p in ETS_PARAMS], device=lead.device, dtype=lead.dtype)
     vals = torch.where(ok, vals.to(grid.x.dtype), 0).reshape(L, E, tau * P, C)
-    return vals, ok.reshape(L, E, tau * P, C), err, lead[:, None] + age[None]
+    return vals, ok.reshape(L, E, tau * P, C), err, age
 
 
 __all__ = ["ETS_PARAMS", "ets_mae", "ets_parts", "ets_states"]

@@ -194,9 +194,9 @@ def set_policy(path_or_name: str | Path, changes: dict[str, Any]) -> Path:
     root = resolve_release(path_or_name)
     config = validate_config(json.loads((root / "config.json").read_text()), root)
     old = release_policy(config, f"{root}/config.json")
-    model_changes = {k: changes.pop(k) for k in list(changes) if k in INFERENCE_FIELDS}
+    model_changes = {k: v for k, v in changes.items() if k in INFERENCE_FIELDS}
     try:
-        new = old.replace(**changes)
+        new = old.replace(**{k: v for k, v in changes.items() if k not in INFERENCE_FIELDS})
     except TypeError as e:
         raise ReleaseError(f"{changes}: {e}; the policy's fields are {sorted(old.to_dict())}") from None
     when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
