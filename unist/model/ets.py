@@ -107,7 +107,7 @@ def ets_parts(grid: StepGrid, t_index: torch.Tensor, src: torch.Tensor, src_ok: 
     (L, E, tau * P, C), their in-context MAE at the token's lead (L, E; `leads` = `lags.lead_steps`) and effective
     lags (L, E) (lead + the mean age of the level's weights, (1 - alpha) / alpha).
 
-    Only the groups with a period run the recursion (in a training batch 5-10 % of them; one host sync for their
+    Only the groups with a period run the recursion (a minority in a training batch; one host sync for their
     count)."""
     tau = grid.tau
     G, T, P, C = grid.x.shape
