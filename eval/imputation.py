@@ -24,6 +24,7 @@ from unist.evaluation.checkpoints import Checkpoint, load_checkpoint
 from unist.evaluation.cli import USER_ERRORS, device, fraction, positive_int, report_error
 from unist.evaluation.imputation import evaluate_imputation, markdown
 from unist.evaluation.protocols import _is_video, load_target
+from unist.forecast.policy import CORRECTIONS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--residual", choices=("release", "true", "false"), default="release",
                     help="fill with the network's prediction with the patch head's residual or without it "
                          "(ForecastPolicy.residual; default: the release's policy)")
+    ap.add_argument("--correction", choices=("release",) + CORRECTIONS, default="release",
+                    help="fill with the network (full), the lag copy's rule alone (none) or as the release's policy "
+                         "says (ForecastPolicy.correction)")
     ap.add_argument("--device", type=device, default="cpu")
     ap.add_argument("--threads", type=positive_int, help="torch CPU threads (on a busy shared CPU, 1 is often faster)")
     ap.add_argument("--out", default="results.json", help="JSON path (results.md is written next to it)")
@@ -78,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             ckpt.model.model.config.lag_fill = a.fill == "on"
         if a.residual != "release":
             ckpt = replace(ckpt, model=ckpt.model.with_policy(residual=a.residual == "true"))
+        if a.correction != "release":
+            ckpt = replace(ckpt, model=ckpt.model.with_policy(correction=a.correction))
         results = {"checkpoint": ckpt.describe(), "settings": {k: v for k, v in vars(a).items() if k != "out"},
                    "results": [evaluate_source(ckpt, src, a) for src in a.dataset]}
     except USER_ERRORS as e:

@@ -12,7 +12,8 @@ candidates on for a release trained without them; --lag-error sets the backtest 
 dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip), --ets true|false switches the exponential-smoothing candidates (`UniSTConfig.lag_ets`), --lag-cycles how many times
 the context must hold a lag and --lag-edge-dip whether the longest such lag is always a dip (`UniSTConfig.lag_cycles`,
 `lag_edge_dip`; up to unist-tiny-5: 1.5 and true). --residual true|false sets whether the network's prediction includes the
-patch head's residual (`ForecastPolicy.residual`; unist-tiny-6 ships false). A dataset may be a unist .npz file,
+patch head's residual (`ForecastPolicy.residual`; unist-tiny-6 ships false), --beta the self-check's sharpness
+(`ForecastPolicy.beta`; 4 in every release so far). A dataset may be a unist .npz file,
 e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset; --candidates adds
 each candidate's MAE alone, the rule's mean weight on each over the forecast tokens, the lags most often copied, and
 the MAE of the network's parts alone: the decoder's weights without the head's residual (also with the decoder's
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--residual", choices=("true", "false"), default=None,
                     help="whether the network's prediction includes the patch head's residual (ForecastPolicy.residual; "
                          "default: the release's policy)")
+    ap.add_argument("--beta", type=float, default=None,
+                    help="sharpness of the self-check's trust (ForecastPolicy.beta; default: the release's policy)")
     ap.add_argument("--candidates", action="store_true",
                     help="also print each candidate's MAE alone, the rule's mean weight on it, the copied lags and the "
                          "network's two parts (decoder weights alone, head residual on the rule alone)")
@@ -196,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     model.model.config.validate()
     if args.residual is not None:
         model = model.with_policy(residual=args.residual == "true")
+    if args.beta is not None:
+        model = model.with_policy(beta=args.beta)
     for name in args.dataset:
         print(name, {k: round(v, 4) for k, v in study(model, name, args.windows).items()}, flush=True)
         if args.candidates:

@@ -11,7 +11,7 @@ from unist.model import UniST, get_config
 from unist.objectives import Pretrainer
 from unist.patching import PatcherConfig
 
-LOSS_KEYS = ("loss", "masked", "lag_copy", "contrastive", "diffusion", "moe_aux", "moe_z")
+LOSS_KEYS = ("loss", "masked", "contrastive", "diffusion", "moe_aux", "moe_z")
 
 
 def grid_series(t=8, h=6, w=5, c=2, seed=0, layout="grid", missing=0.0) -> STSeries:

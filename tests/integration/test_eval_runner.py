@@ -454,3 +454,9 @@ def test_lag_study_switches_the_backtest_error_on_synthetic_bursty_counts(tmp_pa
                       "--residual", "false"]) == 0
     row = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1].split(" ", 1)[1])
     assert row["net"] == pytest.approx(split["weights"], rel=1e-5) and row["rule"] == main_row["rule"]
+    # --beta: only the self-checked forecast moves (a sharper trust), the network and the rule stay
+    assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
+                      "--beta", "64"]) == 0
+    sharp = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1].split(" ", 1)[1])
+    assert sharp["checked"] != main_row["checked"]
+    assert (sharp["net"], sharp["rule"], sharp["last_step"]) == (main_row["net"], main_row["rule"], main_row["last_step"])

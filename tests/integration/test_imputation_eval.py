@@ -163,18 +163,21 @@ def test_cli_fill_switch_changes_only_unist(tmp_path):
     assert {k: v for k, v in mae["on"].items() if k != "unist"} == {k: v for k, v in mae["off"].items() if k != "unist"}
 
 
-def test_cli_residual_switch_changes_only_unist(tmp_path):
-    """--residual true/false fills with or without the patch head's residual (ForecastPolicy.residual): unist's
-    imputation changes, the baselines do not, and the release's own policy is what the default gives."""
+def test_cli_residual_and_correction_switches_change_only_unist(tmp_path):
+    """--residual true/false fills with or without the patch head's residual (ForecastPolicy.residual), --correction
+    none with the rule alone: unist's imputation changes, the baselines do not, and the release's own policy is what
+    the default gives."""
     require_data("metr_la_week")
     mae = {}
-    for residual in ("true", "false", "release"):
-        out = tmp_path / residual / "r.json"
+    for flags in (("--residual", "true"), ("--residual", "false"), ("--residual", "release"), ("--correction", "none")):
+        out = tmp_path / flags[1] / flags[0][2:] / "r.json"
         assert cli_main(["--checkpoint", "unist-tiny-6", "--dataset", "metr_la_week", "--split", "val",
-                         "--max-windows", "1", "--no-block", "--residual", residual, "--out", str(out)]) == 0
+                         "--max-windows", "1", "--no-block", *flags, "--out", str(out)]) == 0
         methods = json.loads(out.read_text())["results"][0]["scenarios"]["points"]["methods"]
-        mae[residual] = {k: v["mae"] for k, v in methods.items()}
-    assert mae["true"]["unist"] != mae["false"]["unist"]
+        mae["none" if flags[1] == "none" else flags[1]] = {k: v["mae"] for k, v in methods.items()}
+    assert len({mae[k]["unist"] for k in ("true", "false", "none")}) == 3
     assert mae["release"] == mae["false"]  # unist-tiny-6 ships residual=false
+    assert {k: v for k, v in mae["none"].items() if k != "unist"} == \
+        {k: v for k, v in mae["false"].items() if k != "unist"}
     assert {k: v for k, v in mae["true"].items() if k != "unist"} == \
         {k: v for k, v in mae["false"].items() if k != "unist"}

@@ -223,3 +223,10 @@ def test_without_the_residual_the_network_is_its_decoder_weighted_lag_copy(singl
     np.testing.assert_allclose(got, Forecaster(no_head).impute(holes).values, rtol=1e-5, atol=1e-5)
     assert np.abs(got - Forecaster(model).impute(holes).values).max() > 1e-3
     np.testing.assert_array_equal(got[holes.mask], w.values[holes.mask])  # observed values are kept
+    # correction="none" imputes with the rule alone, as it forecasts: the scorer without its learned MLP term
+    no_mlp = copy.deepcopy(no_head)
+    torch.nn.init.zeros_(no_mlp.lag_scorer.mlp[-1].weight)
+    torch.nn.init.zeros_(no_mlp.lag_scorer.mlp[-1].bias)
+    rule_fill = fc.with_policy(correction="none").impute(holes).values
+    np.testing.assert_allclose(rule_fill, Forecaster(no_mlp).impute(holes).values, rtol=1e-5, atol=1e-5)
+    assert np.abs(rule_fill - got).max() > 1e-4  # the decoder's say moves the network's fill

@@ -12,7 +12,7 @@ from model_testing import LOSS_KEYS, graph_series, grid_series, losses, mixed_wi
 
 from unist.data.series import DataError, STSeries
 from unist.forecast import Forecaster
-from unist.model import ConfigError, NetOutput, ObjectiveConfig, create_model
+from unist.model import NetOutput, ObjectiveConfig, create_model
 from unist.model.norm import instance_stats, location_stats
 from unist.objectives import masked_l1
 
@@ -48,8 +48,8 @@ def test_forward_returns_every_term_and_stats(model, batch):
     for k in LOSS_KEYS:
         assert out[k].ndim == 0 and torch.isfinite(out[k]), k
     o, m = model.config.objectives, model.config.moe
-    expected = (o.masked * out["masked"] + o.lag_copy * out["lag_copy"] + o.contrastive * out["contrastive"]
-                + o.diffusion * out["diffusion"] + m.aux_loss_weight * out["moe_aux"] + m.z_loss_weight * out["moe_z"])
+    expected = (o.masked * out["masked"] + o.contrastive * out["contrastive"] + o.diffusion * out["diffusion"]
+                + m.aux_loss_weight * out["moe_aux"] + m.z_loss_weight * out["moe_z"])
     torch.testing.assert_close(out["loss"], expected)
     assert out["moe_load"].shape == (m.num_experts,) and out["moe_layout_load"].shape == (3, m.num_experts)
     assert (out["moe_layout_load"].sum(1) > 0).all()  # grid, graph and video tokens all routed
@@ -95,35 +95,6 @@ def test_each_objective_can_run_alone(batch, weights, on):
     out["loss"].backward()
     decoder_grads = [p.grad for p in model.decoder.parameters()]
     assert all(g is None for g in decoder_grads) == (on == "contrastive")  # no decoder run without its losses
-
-
-def test_lag_copy_loss_alone_trains_the_scorer(batch):
-    """objectives.lag_copy > 0: the lag copy's own loss (the copy without the head's residual) is what trains the
-    scorer; the prediction's masked loss then trains the head's residual on top of the copy, detached."""
-    def scorer_grads(model, key):
-        model.zero_grad()
-        out = losses(model, batch)
-        out[key].backward()
-        return [p.grad for p in model.lag_scorer.parameters()], out
-
-    joint = tiny_model(objectives=ObjectiveConfig(1, 0, 0))
-    grads, out = scorer_grads(joint, "masked")
-    assert out["lag_copy"] == 0 and any(g is not None and g.abs().sum() > 0 for g in grads)
-    split = tiny_model(objectives=ObjectiveConfig(1, 0, 0, lag_copy=0.5))
-    grads, out = scorer_grads(split, "masked")
-    assert all(g is None or g.abs().sum() == 0 for g in grads)  # the masked loss sees the copy detached
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in split.head.parameters())
-    grads, out = scorer_grads(split, "lag_copy")
-    assert out["lag_copy"] > 0 and any(g is not None and g.abs().sum() > 0 for g in grads)
-    torch.testing.assert_close(out["loss"], out["masked"] + 0.5 * out["lag_copy"]
-                               + split.config.moe.aux_loss_weight * out["moe_aux"]
-                               + split.config.moe.z_loss_weight * out["moe_z"])
-    with pytest.raises(ConfigError, match="lag_copy"):
-        tiny_model(lag_candidates=0, objectives=ObjectiveConfig(lag_copy=1.0))
-    with pytest.raises(ConfigError, match="lag_copy"):
-        tiny_model(objectives=ObjectiveConfig(0, 1, 1, lag_copy=1.0))  # no masked objective
-    with pytest.raises(ConfigError, match="lag_copy"):
-        tiny_model(objectives=ObjectiveConfig(lag_copy=-1.0))
 
 
 def test_without_instance_norm(batch):

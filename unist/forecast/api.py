@@ -204,7 +204,7 @@ class Forecaster:
     # ------------------------------------------------------------------ imputation, embeddings
     def impute(self, series: STSeries) -> STSeries:
         """Fill the missing values of `series` (mask False) with the network's reconstruction (with the head's
-        residual or without, by `policy.residual`).
+        residual or without, by `policy.residual`), or with the lag copy's rule alone under correction "none".
 
         Tokens with at least one observed value go through the encoder with their observed cells;
         fully missing tokens are hidden and predicted from the others. Returns a copy with every value
@@ -219,7 +219,8 @@ class Forecaster:
         keep = batch.mask.flatten(1).any(dim=1)  # (L,) tokens with something observed
         with eval_mode(self.model):
             out = self.model(batch, keep)
-            y = denormalise(self.policy.network(out), out.mean, out.std).float().cpu()
+            fill = self.model.lag_copy(out.copy) if self.policy.correction == "none" else self.policy.network(out)
+            y = denormalise(fill, out.mean, out.std).float().cpu()
         full = self.patcher.unpatchify(y.numpy(), batch)[0]
         filled = np.where(series.mask, series.values, full).astype(np.float32)
         meta = {**series.meta, "imputed": ~series.mask}

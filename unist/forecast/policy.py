@@ -10,7 +10,8 @@ one formula:
   w        by `correction`: "full" w = 1 (the network as trained), "none" w = 0 (the rule alone, an ablation),
            "checked" w = the self-check's trust, measured inside the context (below).
 
-`residual` also decides what `Forecaster.impute` fills with. Why it is a switch: out of domain the head's residual
+`residual` also decides what `Forecaster.impute` fills with, and correction "none" fills with the rule alone ("full"
+and "checked" fill with the network: the self-check backtests forecasts, not fills). Why it is a switch: out of domain the head's residual
 is the part of the network that transfers worst (docs/LOG.md, session 12: on the validation splits it costs
 imputation 1-14 % on 6 of 8 cells, while the decoder's weighting of the in-context candidates transfers).
 

@@ -67,11 +67,6 @@ class ObjectiveConfig:
     A weight of 0 switches the objective off (its branch does not run). `contrastive_ratio`: tokens
     each contrastive view drops; `scale_jitter`/`noise_std`: the view's amplitude augmentation;
     `flow_steps`: Euler steps of the diffusion (rectified-flow) sampler.
-    `lag_copy`: weight of the lag copy's own masked loss (the decoder-weighted candidates without the head's
-    residual: what a release with `ForecastPolicy.residual=False` forecasts). > 0 also stops the prediction's
-    masked loss from training the scorer (the prediction adds the head's residual to the copy detached), so the
-    scorer learns the weights that forecast best by themselves and the head only the residual on top; 0
-    (releases up to unist-tiny-6): the scorer learns from the prediction, jointly with the residual.
     """
 
     masked: float = 1.0
@@ -83,7 +78,6 @@ class ObjectiveConfig:
     noise_std: float = 0.05
     proj_dim: int = 128
     flow_steps: int = 8
-    lag_copy: float = 0.0
 
 
 MASKED_LOSSES = ("huber", "mse", "mae")
@@ -305,9 +299,3 @@ class UniSTConfig:
             raise ConfigError("objectives.scale_jitter and noise_std must be >= 0")
         if o.flow_steps < 1 or o.proj_dim < 1:
             raise ConfigError("objectives.flow_steps and proj_dim must be >= 1")
-        if o.lag_copy < 0:
-            raise ConfigError(f"objectives.lag_copy={o.lag_copy} must be >= 0 (0 switches the lag copy's own loss off)")
-        if o.lag_copy > 0 and not (self.lag_candidates and o.masked > 0):
-            raise ConfigError(f"objectives.lag_copy={o.lag_copy} needs a lag copy (lag_candidates > 0, got "
-                              f"{self.lag_candidates}) and the masked objective (objectives.masked > 0, got {o.masked}):"
-                              " set objectives.lag_copy=0")

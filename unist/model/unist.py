@@ -45,8 +45,7 @@ class NetOutput:
     visible: what the encoder saw (a `select`ed batch); latent (Lv, d) its encoder output; moe: each
     encoder block's MoE statistics; h (L, dd): decoder features (None with decode=False); copy: the lag
     copy's candidates (None without one); lagged (L, S, C): the lag copy weighted with the decoder (None without
-    one); residual (L, S, C): the head's output; pred (L, S, C): the prediction of every slot, residual + lagged
-    (both None with decode=False)."""
+    one); pred (L, S, C): the prediction of every slot, the head's residual + lagged (None with decode=False)."""
 
     batch: TokenBatch
     mean: torch.Tensor
@@ -57,7 +56,6 @@ class NetOutput:
     h: torch.Tensor | None = None
     copy: LagParts | None = None
     lagged: torch.Tensor | None = None
-    residual: torch.Tensor | None = None
     pred: torch.Tensor | None = None
 
 
@@ -188,15 +186,13 @@ class UniST(PretrainedMixin, nn.Module):
         features and, with decoder features h (L, dd), by the decoder too (h=None: the rule alone)."""
         return copy.combine(self.lag_scorer(copy.features, h))
 
-    def reconstruct(self, h: torch.Tensor, batch: TokenBatch, copy: LagParts | None
-                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Decoder features (L, dd) -> (prediction of every slot (L, S, C), the weighted lag copy or None, the head's
-        residual (L, S, C))."""
+    def reconstruct(self, h: torch.Tensor, batch: TokenBatch, copy: LagParts | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decoder features (L, dd) -> (prediction of every slot (L, S, C), the weighted lag copy or None)."""
         out = self.head(h, batch.rel_pos, batch.values.shape[-1])
         if copy is None:
-            return out, None, out
+            return out, None
         lagged = self.lag_copy(copy, h)
-        return out + lagged, lagged, out
+        return out + lagged, lagged
 
     def embed_samples(self, latent: torch.Tensor, visible: TokenBatch) -> torch.Tensor:
         """Per-sample embedding: mean of the sample's encoder tokens (B, d)."""
@@ -215,7 +211,7 @@ class UniST(PretrainedMixin, nn.Module):
         out.copy = self.copy_candidates(batch, seen, keep)
         if decode:
             out.h = self.forward_decoder(latent, batch, keep)  # (L, dd)
-            out.pred, out.lagged, out.residual = self.reconstruct(out.h, batch, out.copy)
+            out.pred, out.lagged = self.reconstruct(out.h, batch, out.copy)
         return out
 
 

@@ -2,8 +2,6 @@
 
 `Pretrainer(model)(batch)` draws the masks itself and returns every loss term and some statistics:
   masked       Huber / MSE / MAE on hidden tokens (and on hidden cells of visible tokens), observed values only;
-  lag_copy     the same loss on the lag copy alone (`ObjectiveConfig.lag_copy` > 0; what a release forecasts without
-               the head's residual); then the masked loss sees the copy detached, so only this term trains the scorer;
   diffusion    rectified-flow MSE of the hidden tokens' residual on their lag copy, conditioned on the
                decoder output (`losses.flow_matching_loss`);
   contrastive  InfoNCE between per-sample embeddings of two views: the masked view (shared with the
@@ -67,15 +65,10 @@ class Pretrainer(nn.Module):
         cfg = self.net.config
         o, batch = cfg.objectives, out.batch
         zero = batch.values.new_zeros(())
-        losses = {"masked": zero, "diffusion": zero, "lag_copy": zero}
+        losses = {"masked": zero, "diffusion": zero}
         if o.masked > 0:
             target_w = batch.mask & (hidden[:, None, None] | hidden_cells)  # (L, S, C)
-            loss_fn = MASKED_LOSSES[cfg.masked_loss]
-            if o.lag_copy > 0:  # the scorer learns from the copy alone; the head learns the residual on top of it
-                losses["masked"] = loss_fn(out.residual + out.lagged.detach(), batch.values, target_w)
-                losses["lag_copy"] = loss_fn(out.lagged, batch.values, target_w)
-            else:
-                losses["masked"] = loss_fn(out.pred, batch.values, target_w)
+            losses["masked"] = MASKED_LOSSES[cfg.masked_loss](out.pred, batch.values, target_w)
         if o.diffusion > 0:
             idx = hidden.nonzero().squeeze(1)  # (Lh,) one host sync for the four gathers
             values = batch.values.index_select(0, idx)
@@ -109,7 +102,7 @@ class Pretrainer(nn.Module):
             losses["contrastive"], losses["contrastive_acc"] = info_nce(z1, z2, o.temperature)
 
         losses.update(moe_terms(out.moe))
-        losses["loss"] = (o.masked * losses["masked"] + o.lag_copy * losses["lag_copy"] + o.contrastive * losses["contrastive"]
+        losses["loss"] = (o.masked * losses["masked"] + o.contrastive * losses["contrastive"]
                           + o.diffusion * losses["diffusion"] + cfg.moe.aux_loss_weight * losses["moe_aux"]
                           + cfg.moe.z_loss_weight * losses["moe_z"])
         losses["num_hidden_tokens"] = hidden.sum()

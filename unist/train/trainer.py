@@ -39,7 +39,7 @@ from .export import export_release, git_commit
 from .metrics import FlopCounter, MetricsLogger, expert_load_by_type, peak_flops, plot_losses
 from .resume import check_resume_settings, check_training_data
 
-LOSS_KEYS = ("loss", "masked", "lag_copy", "contrastive", "diffusion", "moe_aux", "moe_z")
+LOSS_KEYS = ("loss", "masked", "contrastive", "diffusion", "moe_aux", "moe_z")
 SKIP_SCALARS = ("num_hidden_tokens", "num_visible_tokens")
 NONFINITE_FIXES = ("lower optim.lr (now {lr:g}) or raise optim.warmup_steps, keep optim.grad_clip > 0 (now "
                    "{clip:g}), and check the data (`python -m unist.data info NAME` for a dataset with huge or "
