@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                          "default: the release's policy)")
     ap.add_argument("--beta", type=float, default=None,
                     help="sharpness of the self-check's trust (ForecastPolicy.beta; default: the release's policy)")
+    ap.add_argument("--mlp-scale", type=float, default=None,
+                    help="scale the scorer MLP's learned logit correction by this factor (its output layer, in memory): "
+                         "0 leaves the decoder no say in the weights, 1 is the release")
     ap.add_argument("--candidates", action="store_true",
                     help="also print each candidate's MAE alone, the rule's mean weight on it, the copied lags and the "
                          "network's two parts (decoder weights alone, head residual on the rule alone)")
@@ -201,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         model = model.with_policy(residual=args.residual == "true")
     if args.beta is not None:
         model = model.with_policy(beta=args.beta)
+    if args.mlp_scale is not None:
+        with torch.no_grad():
+            out_layer = model.model.lag_scorer.mlp[-1]
+            out_layer.weight.mul_(args.mlp_scale)
+            out_layer.bias.mul_(args.mlp_scale)
     for name in args.dataset:
         print(name, {k: round(v, 4) for k, v in study(model, name, args.windows).items()}, flush=True)
         if args.candidates:

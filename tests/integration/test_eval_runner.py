@@ -460,3 +460,8 @@ def test_lag_study_switches_the_backtest_error_on_synthetic_bursty_counts(tmp_pa
     sharp = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1].split(" ", 1)[1])
     assert sharp["checked"] != main_row["checked"]
     assert (sharp["net"], sharp["rule"], sharp["last_step"]) == (main_row["net"], main_row["rule"], main_row["last_step"])
+    # --mlp-scale 0: the scorer's MLP has no say, so the network without its residual is the rule
+    assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
+                      "--residual", "false", "--mlp-scale", "0"]) == 0
+    rule_only = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1].split(" ", 1)[1])
+    assert rule_only["net"] == pytest.approx(main_row["rule"], rel=1e-5) and rule_only["rule"] == main_row["rule"]
