@@ -13,7 +13,7 @@ dip must be (`UniSTConfig.lag_dip`; up to unist-tiny-4: 1, any dip), --ets true|
 the context must hold a lag and --lag-edge-dip whether the longest such lag is always a dip (`UniSTConfig.lag_cycles`,
 `lag_edge_dip`; up to unist-tiny-5: 1.5 and true). --residual true|false sets whether the network's prediction includes the
 patch head's residual (`ForecastPolicy.residual`; unist-tiny-6 ships false), --beta the self-check's sharpness
-(`ForecastPolicy.beta`; 4 in every release so far), --origins how many backtests it pools (`ForecastPolicy.origins`). A dataset may be a unist .npz file,
+(`ForecastPolicy.beta`; 4 in every release so far). A dataset may be a unist .npz file,
 e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset; --candidates adds
 each candidate's MAE alone, the rule's mean weight on each over the forecast tokens, the lags most often copied, and
 the MAE of the network's parts alone: the decoder's weights without the head's residual (also with the decoder's
@@ -175,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
                          "default: the release's policy)")
     ap.add_argument("--beta", type=float, default=None,
                     help="sharpness of the self-check's trust (ForecastPolicy.beta; default: the release's policy)")
-    ap.add_argument("--origins", type=int, default=None,
-                    help="backtests the self-check pools (ForecastPolicy.origins; default: the release's policy)")
     ap.add_argument("--mlp-scale", type=float, default=None,
                     help="scale the scorer MLP's learned logit correction by this factor (its output layer, in memory): "
                          "0 leaves the decoder no say in the weights, 1 is the release")
@@ -206,8 +204,6 @@ def main(argv: list[str] | None = None) -> int:
         model = model.with_policy(residual=args.residual == "true")
     if args.beta is not None:
         model = model.with_policy(beta=args.beta)
-    if args.origins is not None:
-        model = model.with_policy(origins=args.origins)
     if args.mlp_scale is not None:
         with torch.no_grad():
             out_layer = model.model.lag_scorer.mlp[-1]

@@ -165,16 +165,11 @@ class Forecaster:
         n_ctx = torch.tensor([c.num_steps // tau for c in ctxs])  # (B,) context tokens
         checked = policy.correction == "checked"
         n_back = backtest_tokens(n_ctx, future // tau) if checked else torch.zeros_like(n_ctx)
-        # the self-check's backtests (sample, origin j): the context cut j * n_back tokens early, its last n_back hidden,
-        # wherever at least n_back tokens stay visible before them
-        backtests = [(b, j) for j in range(policy.origins) for b in range(B)
-                     if n_back[b] > 0 and n_ctx[b] - (j + 1) * n_back[b] >= n_back[b]]
-        windows = [extend_future(c, future) for c in ctxs] + \
-            [ctxs[b] if j == 0 else ctxs[b].slice_time(0, int(n_ctx[b] - j * n_back[b]) * tau) for b, j in backtests]
+        backtests = n_back.nonzero().squeeze(1).tolist()  # samples with a self-check backtest
+        windows = [extend_future(c, future) for c in ctxs] + [ctxs[b] for b in backtests]
         batch = self.patcher.patchify(windows).to(self._device())
         dev = batch.t_index.device
-        n_vis = torch.cat([n_ctx, torch.tensor([int(n_ctx[b] - (j + 1) * n_back[b]) for b, j in backtests],
-                                               dtype=n_ctx.dtype)]).to(dev)  # (B + B',) visible tokens
+        n_vis = torch.cat([n_ctx, n_ctx[backtests] - n_back[backtests]]).to(dev)  # (B + B',) visible tokens
         keep = batch.t_index < n_vis[batch.sample_id]  # (L,) context tokens; the rest are hidden
         with eval_mode(model):
             out = model(batch, keep)
@@ -185,7 +180,7 @@ class Forecaster:
                 z = rule
             elif backtests:
                 check_of = torch.full((len(windows),), -1, dtype=torch.long, device=dev)
-                check_of[B:] = torch.tensor([b for b, _ in backtests], device=dev)
+                check_of[B:] = torch.tensor(backtests, device=dev)
                 trust = trust_weights(z, rule, nb.values, nb.mask & ~keep[:, None, None], check_of, batch.sample_id,
                                       batch.space_index, B, policy.beta)[:, None, None].to(z.dtype)  # (L, 1, 1)
                 z = rule + trust * (z - rule)

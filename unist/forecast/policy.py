@@ -55,23 +55,17 @@ class ForecastPolicy:
     """correction: "checked" (the network's correction scaled by its in-context self-check), "full" (the network
     as trained) or "none" (the lag copy's rule alone; point forecasts only). beta: sharpness of the trust.
     residual: the network's prediction includes the patch head's residual (False: the decoder-weighted lag copy
-    alone), in forecasts and in `impute`. origins: how many backtests the self-check pools, each one more packed copy
-    of the window: its last n_back tokens (1, every release so far), then the n_back before them, and so on, where at
-    least n_back tokens stay visible before the hidden ones."""
+    alone), in forecasts and in `impute`."""
 
     correction: str = "full"
     beta: float = TRUST_BETA
     residual: bool = True
-    origins: int = 1
 
     def __post_init__(self) -> None:
         if self.correction not in CORRECTIONS:
             raise ConfigError(f"ForecastPolicy.correction={self.correction!r} unknown: use one of {CORRECTIONS}")
         if not self.beta > 0:
             raise ConfigError(f"ForecastPolicy.beta={self.beta!r} must be > 0 (sharpness of the self-check's trust)")
-        if not isinstance(self.origins, int) or isinstance(self.origins, bool) or self.origins < 1:
-            raise ConfigError(f"ForecastPolicy.origins={self.origins!r} must be an int >= 1 (how many backtests the "
-                              "self-check pools)")
         if not isinstance(self.residual, bool):
             raise ConfigError(f"ForecastPolicy.residual={self.residual!r} must be true or false (whether the network's "
                               "prediction includes the patch head's residual)")
