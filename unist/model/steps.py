@@ -244,13 +244,18 @@ def shared_mae(x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, my: torch.Tens
     x, y = x.float(), y.float()
     per_step = (m.sum((2, 3)).sum(1) / (m.flatten(2).any(2).sum(1)).clamp(min=1)).clamp(min=1).float()  # (G,)
     out = x.new_full((G, len(lags)), float("inf"))
-    for j, (lag, need) in enumerate(zip(lags, min_steps)):
-        if lag >= T:
-            continue
+    cols = [j for j, lag in enumerate(lags) if lag < T]
+    if not cols:
+        return out
+    es, ns = [], []
+    for j in cols:  # per lead only the big reductions; the (G,) bookkeeping runs once for all leads below
+        lag = lags[j]
         both = m[:, lag:] & my[:, :T - lag]
-        e = torch.where(both, (x[:, lag:] - y[:, :T - lag]).abs(), 0).sum((1, 2, 3))
-        n = both.sum((1, 2, 3)).float()
-        out[:, j] = torch.where(n / per_step >= need, e / n.clamp(min=1), float("inf"))
+        es.append(torch.where(both, (x[:, lag:] - y[:, :T - lag]).abs(), 0).sum((1, 2, 3)))
+        ns.append(both.sum((1, 2, 3)))
+    e, n = torch.stack(es, 1), torch.stack(ns, 1).float()  # (G, D')
+    need = torch.tensor([min_steps[j] for j in cols], device=x.device)
+    out[:, cols] = torch.where(n / per_step[:, None] >= need, e / n.clamp(min=1), float("inf"))
     return out
 
 
