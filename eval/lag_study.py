@@ -15,7 +15,7 @@ the context must hold a lag and --lag-edge-dip whether the longest such lag is a
 patch head's residual (`ForecastPolicy.residual`; unist-tiny-6 ships false), --beta the self-check's sharpness
 (`ForecastPolicy.beta`; 4 in every release so far). A dataset may be a unist .npz file,
 e.g. the synthetic bursty counts of eval/bursty_counts.py. Prints one line of MAE per dataset; --candidates adds
-each candidate's MAE alone, the rule's mean weight on each over the forecast tokens, the lags most often copied, and
+each candidate's MAE alone, the rule's and the network's mean weight on each over the forecast tokens, the lags most often copied, and
 the MAE of the network's parts alone: the decoder's weights without the head's residual (also with the decoder's
 projection pooled over the batch's tokens: the scorer's learned feature rule without the token's context), the rule
 plus the residual; --network-split prints those parts only.
@@ -119,25 +119,37 @@ def network_split(model: Forecaster, name: str, windows: int) -> dict[str, float
     return {"weights": weights, "weights_pooled_h": pooled, "residual": residual}
 
 
-def candidate_study(model: Forecaster, name: str, windows: int) -> tuple[dict[str, float], dict[str, float], str]:
-    """MAE of each candidate alone (last value where it is missing), the rule's mean weight on each over the forecast
-    tokens, and the copied lags: why the rule forecasts what it does (validation split)."""
+def candidate_study(model: Forecaster, name: str, windows: int
+                    ) -> tuple[dict[str, float], dict[str, float], dict[str, float], str]:
+    """MAE of each candidate alone (last value where it is missing), the rule's and the network's (the decoder-weighted
+    scorer) mean weight on each over the forecast tokens, and the copied lags: why the rule forecasts what it does, and
+    where the network moves it (validation split)."""
     p, w, mae = val_windows(name, windows)
     net, names = model.model, candidate_names(model.model.config)
     rule = model.with_policy(correction="none")
 
-    weights, lags = [], []
+    weights, net_weights, lags = [], [], []
+
+    def mean_weights(copy: LagParts, lg: torch.Tensor, into: list) -> None:
+        future = copy.features[:, 0, 6] > 0  # log1p(lead) > 0: tokens after their last-value token
+        any_ok = copy.available.any(2).any(2)
+        into.append(torch.softmax(lg.float().masked_fill(~any_ok, -1e4), -1)[future])
 
     def rule_logits(copy: LagParts) -> torch.Tensor:
         lg = net.lag_scorer(copy.features, None)
-        future = copy.features[:, 0, 6] > 0  # log1p(lead) > 0: tokens after their last-value token
-        any_ok = copy.available.any(2).any(2)
-        weights.append(torch.softmax(lg.float().masked_fill(~any_ok, -1e4), -1)[future])
-        lags.append(copy.lags[future])
+        mean_weights(copy, lg, weights)
+        lags.append(copy.lags[copy.features[:, 0, 6] > 0])
+        return lg
+
+    def net_logits(copy: LagParts, h: torch.Tensor) -> torch.Tensor:
+        lg = net.lag_scorer(copy.features, h)
+        mean_weights(copy, lg, net_weights)
         return lg
 
     with scored_by(net, rule_logits):
         forecast_windows(rule, w.contexts, p.horizon, 8)
+    with scored_by(net, net_logits, with_h=True):
+        forecast_windows(model.with_policy(correction="full"), w.contexts, p.horizon, 8)
     alone = {}
     for q, cand in enumerate(names):
         def only(copy: LagParts, q=q) -> torch.Tensor:
@@ -147,10 +159,10 @@ def candidate_study(model: Forecaster, name: str, windows: int) -> tuple[dict[st
             return lg
         with scored_by(net, only):
             alone[cand] = mae(forecast_windows(rule, w.contexts, p.horizon, 8))
-    mean_w = torch.cat(weights).mean(0).tolist()
+    mean_w, net_w = torch.cat(weights).mean(0).tolist(), torch.cat(net_weights).mean(0).tolist()
     found, n = torch.unique(torch.cat(lags)[:, :-1], return_counts=True)  # the lags found in the values
     top = ", ".join(f"{int(l) or 'none'} ({int(c)})" for l, c in sorted(zip(found.tolist(), n.tolist()), key=lambda t: -t[1])[:8])
-    return alone, dict(zip(names, mean_w)), top
+    return alone, dict(zip(names, mean_w)), dict(zip(names, net_w)), top
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="scale the scorer MLP's learned logit correction by this factor (its output layer, in memory): "
                          "0 leaves the decoder no say in the weights, 1 is the release")
     ap.add_argument("--candidates", action="store_true",
-                    help="also print each candidate's MAE alone, the rule's mean weight on it, the copied lags and the "
+                    help="also print each candidate's MAE alone, the rule's and the network's mean weight on it, the copied lags and the "
                          "network's two parts (decoder weights alone, head residual on the rule alone)")
     ap.add_argument("--network-split", action="store_true",
                     help="print only the network's parts (what --candidates ends with), not each candidate alone")
@@ -212,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.dataset:
         print(name, {k: round(v, 4) for k, v in study(model, name, args.windows).items()}, flush=True)
         if args.candidates:
-            alone, weight, top = candidate_study(model, name, args.windows)
+            alone, weight, net_weight, top = candidate_study(model, name, args.windows)
             print("  alone", {k: round(v, 4) for k, v in alone.items()}, flush=True)
             print("  rule weight", {k: round(v, 3) for k, v in weight.items()}, flush=True)
+            print("  network weight", {k: round(v, 3) for k, v in net_weight.items()}, flush=True)
             print("  lags found (tokens)", top or "none", flush=True)
         if args.candidates or args.network_split:
             print("  network split", {k: round(v, 4) for k, v in network_split(model, name, args.windows).items()},

@@ -423,10 +423,12 @@ def test_lag_study_switches_the_backtest_error_on_synthetic_bursty_counts(tmp_pa
     assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
                       "--candidates"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    alone = ast.literal_eval(out[-4].split("alone", 1)[1].strip())
-    weight = ast.literal_eval(out[-3].split("rule weight", 1)[1].strip())
-    assert list(alone) == list(weight) and list(alone)[:2] == ["last", "lag0"] and "mean4tau" in alone
-    main_row = ast.literal_eval(out[-5].split(" ", 1)[1])
+    alone = ast.literal_eval(out[-5].split("alone", 1)[1].strip())
+    weight = ast.literal_eval(out[-4].split("rule weight", 1)[1].strip())
+    net_weight = ast.literal_eval(out[-3].split("network weight", 1)[1].strip())
+    assert list(alone) == list(weight) == list(net_weight) and list(alone)[:2] == ["last", "lag0"] and "mean4tau" in alone
+    assert sum(net_weight.values()) == pytest.approx(1, abs=0.01) and net_weight != weight  # the decoder moves them
+    main_row = ast.literal_eval(out[-6].split(" ", 1)[1])
     assert alone["last"] == pytest.approx(main_row["last_step"], rel=1e-3)
     assert sum(weight.values()) == pytest.approx(1, abs=0.01) and out[-2].startswith("  lags found (tokens)")
     split = ast.literal_eval(out[-1].split("network split", 1)[1].strip())
@@ -444,10 +446,10 @@ def test_lag_study_switches_the_backtest_error_on_synthetic_bursty_counts(tmp_pa
     assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
                       "--candidates", "--ets", "true"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    with_ets = ast.literal_eval(out[-4].split("alone", 1)[1].strip())
+    with_ets = ast.literal_eval(out[-5].split("alone", 1)[1].strip())
     assert list(with_ets)[-4:] == ["ets0.1", "ets0.5", "interp", "cross"]
     assert with_ets["ets0.1"] != with_ets["last"] and with_ets["ets0.1"] != with_ets["ets0.5"]
-    ets_row = ast.literal_eval(out[-5].split(" ", 1)[1])
+    ets_row = ast.literal_eval(out[-6].split(" ", 1)[1])
     assert ets_row["last_step"] == main_row["last_step"] and ets_row["rule"] == main_row["rule"]
     # --residual false: the network as trained is its decoder weights alone (the split's "weights"), the rule stays
     assert lag_study(["--checkpoint", "unist-tiny-5", "--dataset", str(path), "--windows", "2", "--threads", "1",
