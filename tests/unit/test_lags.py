@@ -5,9 +5,7 @@ import pytest
 import torch
 
 from unist.data import STSeries
-from unist.errors import ConfigError
-from unist.model.heads import ERROR_FEATURES, LagScorer
-from unist.model.lags import LAG_FEATURES, SMOOTH_WINDOWS, LagParts, best_lags, copy_at, lag_parts
+from unist.model.lags import SMOOTH_WINDOWS, LagParts, best_lags, copy_at, lag_parts
 from unist.model.steps import lag_errors, moving_mean, smooth_errors, step_grid
 from unist.forecast import Forecaster
 from unist.model import create_model
@@ -165,27 +163,6 @@ def test_training_step_backpropagates_into_the_scorer():
     grads = [p.grad for p in model.lag_scorer.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
-
-
-def test_scorer_mlp_reading_only_the_error_features():
-    """lag_scorer_inputs="errors": the MLP's say depends on the log error, coverage and prominence (and h) only, so it
-    cannot learn a prior for one kind of candidate; the linear rule still reads every feature."""
-    torch.manual_seed(0)
-    scorer = LagScorer(24, inputs="errors")
-    torch.nn.init.normal_(scorer.mlp[-1].weight)  # an MLP with a say (its output layer starts at 0)
-    f, h = torch.randn(5, 7, LAG_FEATURES), torch.randn(5, 24)
-    other = [i for i in range(LAG_FEATURES) if i not in ERROR_FEATURES]
-    g = f.clone()
-    g[..., other] = torch.randn(5, 7, len(other))  # other lag, lead, kind flags
-    say = scorer(f, h) - scorer(f, None)
-    torch.testing.assert_close(scorer(g, h) - scorer(g, None), say)
-    g[..., ERROR_FEATURES[0]] += 1.0  # a different backtest error moves it
-    assert not torch.allclose(scorer(g, h) - scorer(g, None), say)
-    full = LagScorer(24)
-    full.load_state_dict(scorer.state_dict())  # same parameters: the inputs rule is not in the state dict
-    assert not torch.allclose(full(g, h) - full(g, None), scorer(g, h) - scorer(g, None))
-    with pytest.raises(ConfigError, match="lag_scorer_inputs"):
-        create_model("unist_tiny", lag_scorer_inputs="relative")
 
 
 def test_the_clock_day_joins_the_lags_found_in_the_values():

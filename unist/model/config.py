@@ -94,7 +94,6 @@ def _check_keys(d: dict[str, Any], cls: type, prefix: str) -> None:
                           "re-export it with this one (docs/training.md, 'Releases')")
 
 PATCH_CODECS = ("basis", "pointset")
-SCORER_INPUTS = ("all", "errors")  # `UniSTConfig.lag_scorer_inputs`
 
 
 @dataclass
@@ -136,10 +135,6 @@ class UniSTConfig:
     lag_ets: the lag copy also offers additive Holt-Winters forecasts (`ets.py`: a smoothed level and a smoothed
     profile of the shortest lag found in the values, two smoothing speeds; none where no lag is found), backtested in
     MAE (needs lag_error='mae').
-    lag_scorer_inputs: what the scorer's MLP reads besides the decoder's projection: "all" the candidates' features
-    (releases up to unist-tiny-6), or "errors" only the candidate-agnostic ones (log backtest error, coverage,
-    prominence), so its learned say can reshape how far the backtest is trusted but cannot carry a prior for one kind
-    of candidate (docs/LOG.md, session 14). The linear rule reads every feature either way.
     Releases up to unist-tiny-6 were trained without them.
     """
 
@@ -177,7 +172,6 @@ class UniSTConfig:
     lag_cycles: float = 2.0
     lag_edge_dip: bool = False
     lag_ets: bool = False
-    lag_scorer_inputs: str = "all"
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,8 +219,6 @@ class UniSTConfig:
             raise ConfigError(f"lag_error={self.lag_error!r} unknown: use one of {LAG_ERRORS}")
         if not 0.0 < self.lag_dip <= 1.0:
             raise ConfigError(f"lag_dip={self.lag_dip} must be in (0, 1] (1 = any dip of the lag errors is a period)")
-        if self.lag_scorer_inputs not in SCORER_INPUTS:
-            raise ConfigError(f"lag_scorer_inputs={self.lag_scorer_inputs!r} unknown: use one of {SCORER_INPUTS}")
         if not isinstance(self.lag_ets, bool):
             raise ConfigError(f"lag_ets={self.lag_ets!r} must be a bool")
         if self.lag_ets and self.lag_error != "mae":

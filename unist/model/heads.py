@@ -22,8 +22,6 @@ import torch
 import torch.nn as nn
 
 from .lags import LAG_FEATURES
-
-ERROR_FEATURES = (0, 3, 7)  # log backtest error, coverage, prominence: the candidate-agnostic features (`lags.py`)
 from .position import sincos_1d
 
 T_EMBED_DIM = 256
@@ -87,10 +85,8 @@ class LagScorer(nn.Module):
     -4 log rmse, +1 for last value) plus, with decoder features h (L, dd), a small MLP on
     [features, projection of h] whose output layer starts at zero."""
 
-    def __init__(self, decoder_dim: int, hidden: int = 32, proj: int = 16, inputs: str = "all"):
+    def __init__(self, decoder_dim: int, hidden: int = 32, proj: int = 16):
         super().__init__()
-        # the features the MLP reads ("errors": log error, coverage, prominence; the others enter as 0)
-        self.mlp_features = tuple(range(LAG_FEATURES)) if inputs == "all" else ERROR_FEATURES
         self.rule = nn.Linear(LAG_FEATURES, 1)
         self.proj = nn.Linear(decoder_dim, proj)
         self.mlp = nn.Sequential(nn.Linear(LAG_FEATURES + proj, hidden), nn.GELU(), nn.Linear(hidden, 1))
@@ -109,13 +105,8 @@ class LagScorer(nn.Module):
         logits = self.rule(f).squeeze(-1)  # (L, Q)
         if h is not None:
             p = self.proj(h.to(f.dtype))[:, None].expand(-1, f.shape[1], -1)
-            fm = f
-            if len(self.mlp_features) < LAG_FEATURES:
-                keep = torch.zeros(LAG_FEATURES, dtype=f.dtype, device=f.device)
-                keep[list(self.mlp_features)] = 1
-                fm = f * keep
-            logits = logits + self.mlp(torch.cat([fm, p], -1)).squeeze(-1)
+            logits = logits + self.mlp(torch.cat([f, p], -1)).squeeze(-1)
         return logits
 
 
-__all__ = ["AdaLNBlock", "ERROR_FEATURES", "FlowHead", "LagScorer"]
+__all__ = ["AdaLNBlock", "FlowHead", "LagScorer"]

@@ -85,7 +85,7 @@ class UniST(PretrainedMixin, nn.Module):
                 self.head = PatchHead(cfg.decoder_dim, cfg.max_channels, d_hidden=cfg.decoder_dim, rank=slots)
             else:
                 self.head = PointSetHead(cfg.decoder_dim, cfg.max_channels, d_hidden=cfg.decoder_dim)
-            self.lag_scorer = LagScorer(cfg.decoder_dim, inputs=cfg.lag_scorer_inputs) if cfg.lag_candidates else None
+            self.lag_scorer = LagScorer(cfg.decoder_dim) if cfg.lag_candidates else None
             self.flow = FlowHead(slots, cfg.decoder_dim, cfg.diffusion_dim, cfg.diffusion_depth, cfg.max_channels)
             # projection of the per-sample embedding for the contrastive objective (SimCLR's projection head)
             self.projector = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
