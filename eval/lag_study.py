@@ -130,15 +130,16 @@ def candidate_study(model: Forecaster, name: str, windows: int
 
     weights, net_weights, lags = [], [], []
 
-    def mean_weights(copy: LagParts, lg: torch.Tensor, into: list) -> None:
+    def mean_weights(copy: LagParts, lg: torch.Tensor, into: list) -> torch.Tensor:
+        """Append the softmax weights of the forecast tokens to `into`; -> which tokens those are (L,)."""
         future = copy.features[:, 0, 6] > 0  # log1p(lead) > 0: tokens after their last-value token
         any_ok = copy.available.any(2).any(2)
         into.append(torch.softmax(lg.float().masked_fill(~any_ok, -1e4), -1)[future])
+        return future
 
     def rule_logits(copy: LagParts) -> torch.Tensor:
         lg = net.lag_scorer(copy.features, None)
-        mean_weights(copy, lg, weights)
-        lags.append(copy.lags[copy.features[:, 0, 6] > 0])
+        lags.append(copy.lags[mean_weights(copy, lg, weights)])
         return lg
 
     def net_logits(copy: LagParts, h: torch.Tensor) -> torch.Tensor:
